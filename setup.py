@@ -1,0 +1,35 @@
+"""Build the Cython extensions: every src/fastgrad/_*.pyx becomes fastgrad._*.
+
+Compiler directives live here and only here. FASTGRAD_DEBUG=1 turns the safety checks back on
+(bounds, wraparound, initialized memoryviews, Python division semantics) and adds line tracing.
+"""
+import glob
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTGRAD_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "infer_types": True,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        "fastgrad." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    )
+    for path in sorted(glob.glob(os.path.join("src", "fastgrad", "_*.pyx")))
+]
+
+setup(
+    ext_modules=cythonize(extensions, include_path=["src"], compiler_directives=directives),
+)

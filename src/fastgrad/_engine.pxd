@@ -1,0 +1,81 @@
+# The graph engine's C-level declarations: op codes, segments, the node arena, and the Var handle.
+from fastgrad._types cimport f64, i64, u8, u32, intp
+
+cdef enum:
+    SEG_SHIFT = 12                 # a segment holds 2**SEG_SHIFT nodes
+    SEG_SIZE = 1 << SEG_SHIFT
+    SEG_MASK = SEG_SIZE - 1
+
+# Op codes: the same order in OP_NAMES, eval_op, partials and partials2 (_engine.pyx).
+cdef enum Op:
+    OP_LEAF = 0      # a user-made value (no parents)
+    OP_ADD           # a + b
+    OP_SUB           # a - b
+    OP_MUL           # a * b
+    OP_DIV           # a / b
+    OP_POW           # a ** b
+    OP_ADDC          # a + k
+    OP_MULC          # a * k
+    OP_RSUBC         # k - a
+    OP_RDIVC         # k / a
+    OP_POWC          # a ** k
+    OP_RPOWC         # k ** a
+    OP_NEG           # -a
+    OP_ABS           # |a|
+    OP_EXP           # exp(a)
+    OP_LOG           # log(a)
+    OP_SQRT          # sqrt(a)
+    OP_SIN           # sin(a)
+    OP_COS           # cos(a)
+    OP_TANH          # tanh(a)
+    OP_SIGMOID       # 1 / (1 + exp(-a))
+    OP_RELU          # max(a, 0)
+    OP_MAX           # max(a, b), ties split the gradient
+    OP_MIN           # min(a, b), ties split the gradient
+    OP_SUM           # sum_k args[k]                 (n-ary: p0 = first arg slot, p1 = n)
+    OP_DOT           # sum_k args[2k] * args[2k+1]   (n-ary: p0 = first arg slot, p1 = n pairs)
+    OP_CUSTOM        # a Python-defined op           (n-ary: p0 = first arg slot, p1 = n)
+    N_OPS
+
+ctypedef struct Segment:
+    i64 seq          # activation number: live segments in increasing seq are in creation order
+    intp fill        # nodes used; a live segment that is not the tail is always full
+    intp count       # live Var handles into it + later live segments referencing it
+    i64 ref_by_seq   # seq of the last segment that took a reference to this one (dedup of refs)
+    intp prev        # previous live segment (older), -1 at the head
+    intp next        # next live segment (newer), or the next free slot while pooled
+    intp work_next   # intrusive work list used while releasing (no allocation)
+    intp nref        # entries used in ref
+    intp cref        # capacity of ref
+    intp* ref        # older segments this one holds a count on
+    intp narg        # entries used in arg
+    intp carg        # capacity of arg
+    i64* arg         # operand node indices of this segment's n-ary nodes (CSR side array)
+    bint live        # in the live list (else pooled)
+    bint has_custom  # holds a custom node (its Python callback must be dropped on release)
+
+ctypedef struct Arena:
+    intp nslot       # slots ever created
+    intp cslot       # slot capacity; node arrays hold cslot * SEG_SIZE entries
+    intp nlive       # live segments
+    intp nfree       # pooled segments
+    intp tail        # the live segment new nodes go to, -1 before the first node
+    intp free_head   # first pooled slot, -1 when none
+    i64 next_seq     # seq of the next activated segment
+    u32 epoch        # stamp of the current pass: mark[i] == epoch means visited in it
+    bint busy        # a reverse pass is running (re-entrant passes are refused)
+    Segment* seg     # seg[s]: the bookkeeping of slot s
+    u8* op           # op[i]: op code of node i
+    u32* mark        # mark[i]: epoch of the last pass that reached node i
+    i64* p0          # p0[i]: first parent, or first arg slot of an n-ary node
+    i64* p1          # p1[i]: second parent (-1 if none), or the arity of an n-ary node
+    f64* value       # value[i]: forward value
+    f64* aux         # aux[i]: constant operand k of the *C ops
+    f64* grad        # grad[i]: gradient (leaves accumulate; interior set fresh per pass)
+
+cdef f64* value_ptr() noexcept
+cdef f64* grad_ptr() noexcept
+
+cdef class Var:
+    cdef i64 idx
+    cdef object __weakref__

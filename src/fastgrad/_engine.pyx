@@ -1,0 +1,1387 @@
+"""The graph engine: typed node arrays in recycled segments, the sweeps over them, and the Var handle.
+
+Nodes live in one arena of struct-of-arrays (op, parents, value, aux, grad, mark), cut into fixed-size
+segments. A node's index is ``slot << SEG_SHIFT | offset``. Live segments form a list in activation order,
+and a node is only ever created after its parents, so walking the live list backwards, each segment from its
+last node down, is a reverse topological order: backward needs no recursion, no sort and no hash set.
+
+Lifetime. A segment counts the Var handles pointing into it plus the later live segments that reference it.
+When its count falls to zero it is released (iteratively, through an intrusive work list): the tail segment
+is reset in place, any other goes back to a pool. A warm training loop therefore reuses pooled segments and
+allocates nothing; a graph is freed as soon as no handle reaches it, with no reference cycles for the GC.
+
+Threads. The arena is interpreter-wide mutable state (node creation may ``realloc`` it), so every sweep runs
+with the GIL held, even though the sweep loops themselves touch no Python object (they are ``nogil``).
+Scratch buffers of the transform sweeps are allocated per call, never shared.
+"""
+cimport cython
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
+from cpython.long cimport PyLong_AsDouble, PyLong_Check
+cimport libc.math as cm
+from libc.math cimport NAN
+from libc.stdint cimport SIZE_MAX
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memset
+
+import numbers
+
+import numpy as np
+
+from fastgrad._types cimport f64, i64, u8, u32, intp
+
+OP_NAMES = (
+    "leaf", "add", "sub", "mul", "div", "pow", "addc", "mulc", "rsubc", "rdivc", "powc", "rpowc",
+    "neg", "abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "max", "min",
+    "sum", "dot", "custom",
+)
+assert len(OP_NAMES) == N_OPS
+
+cdef Arena A
+A.tail = -1
+A.free_head = -1
+A.epoch = 0
+
+# custom-op callbacks: slot -> {node index -> backward callable}; dropped when the slot is released
+cdef dict _custom_fns = {}
+
+
+# ---------------------------------------------------------------------------------------------------
+# memory: one checked realloc helper, segments, nodes
+# ---------------------------------------------------------------------------------------------------
+
+cdef int checked_realloc(void** ptr, intp n, size_t size) except -1:
+    """Resize ``*ptr`` to ``n`` items of ``size`` bytes. Raises MemoryError and leaves ``*ptr`` intact."""
+    if n < 0 or <size_t>n > SIZE_MAX // size:
+        raise MemoryError(f"fastgrad: cannot allocate {n} items of {size} bytes")
+    cdef void* p = realloc(ptr[0], <size_t>n * size)
+    if p == NULL and n > 0:
+        raise MemoryError(f"fastgrad: out of memory allocating {n} items of {size} bytes")
+    ptr[0] = p
+    return 0
+
+
+cdef int grow_arena() except -1:
+    """Double the slot capacity: the segment table and every node array."""
+    cdef intp cslot = 4 if A.cslot == 0 else 2 * A.cslot
+    cdef intp n = cslot * SEG_SIZE
+    # WARNING: every pointer into the node arrays is invalid after this; code keeps indices, never pointers.
+    checked_realloc(<void**>&A.seg, cslot, sizeof(Segment))
+    checked_realloc(<void**>&A.op, n, sizeof(u8))
+    checked_realloc(<void**>&A.mark, n, sizeof(u32))
+    checked_realloc(<void**>&A.p0, n, sizeof(i64))
+    checked_realloc(<void**>&A.p1, n, sizeof(i64))
+    checked_realloc(<void**>&A.value, n, sizeof(f64))
+    checked_realloc(<void**>&A.aux, n, sizeof(f64))
+    checked_realloc(<void**>&A.grad, n, sizeof(f64))
+    A.cslot = cslot
+    return 0
+
+
+cdef intp new_tail() except -1:
+    """Activate a segment (pooled if any, else a new slot) as the tail of the live list."""
+    cdef intp s
+    cdef Segment* seg
+    if A.free_head >= 0:
+        s = A.free_head
+        A.free_head = A.seg[s].next
+        A.nfree -= 1
+    else:
+        if A.nslot == A.cslot:
+            grow_arena()
+        s = A.nslot
+        A.nslot += 1
+        seg = &A.seg[s]
+        seg.ref = NULL
+        seg.cref = 0
+        seg.arg = NULL
+        seg.carg = 0
+    seg = &A.seg[s]
+    seg.seq = A.next_seq
+    A.next_seq += 1
+    seg.fill = 0
+    seg.count = 0
+    seg.ref_by_seq = -1
+    seg.nref = 0
+    seg.narg = 0
+    seg.live = True
+    seg.has_custom = False
+    seg.prev = A.tail
+    seg.next = -1
+    if A.tail >= 0:
+        A.seg[A.tail].next = s
+    A.tail = s
+    A.nlive += 1
+    return s
+
+
+cdef int link(intp s, i64 parent) except -1:
+    """Make segment ``s`` hold a count on the segment of ``parent`` (once per pair)."""
+    cdef intp t = <intp>(parent >> SEG_SHIFT)
+    if t == s or A.seg[t].ref_by_seq == A.seg[s].seq:
+        return 0
+    cdef Segment* seg = &A.seg[s]
+    if seg.nref == seg.cref:
+        checked_realloc(<void**>&seg.ref, 8 if seg.cref == 0 else 2 * seg.cref, sizeof(intp))
+        seg.cref = 8 if seg.cref == 0 else 2 * seg.cref
+    seg.ref[seg.nref] = t
+    seg.nref += 1
+    A.seg[t].ref_by_seq = seg.seq
+    A.seg[t].count += 1
+    return 0
+
+
+cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1:
+    """Append a node to the tail segment; ``a``/``b`` are parents (-1: none). Returns its index."""
+    cdef intp s = A.tail
+    if s < 0 or A.seg[s].fill == SEG_SIZE:
+        s = new_tail()
+    cdef i64 i = (<i64>s << SEG_SHIFT) + A.seg[s].fill
+    A.seg[s].fill += 1
+    A.op[i] = op
+    A.mark[i] = 0
+    A.p0[i] = a
+    A.p1[i] = b
+    A.aux[i] = k
+    A.value[i] = y
+    A.grad[i] = 0.0
+    if a >= 0:
+        link(s, a)
+    if b >= 0:
+        link(s, b)
+    return i
+
+
+cdef int attach_args(i64 i, const i64* arg, intp n) except -1:
+    """Store the ``n`` operand indices of n-ary node ``i`` in its segment's side array and link them."""
+    cdef intp s = <intp>(i >> SEG_SHIFT), k
+    cdef Segment* seg = &A.seg[s]
+    cdef intp cap = seg.carg
+    if seg.narg + n > cap:
+        cap = 64 if cap == 0 else cap
+        while cap < seg.narg + n:
+            cap *= 2
+        checked_realloc(<void**>&seg.arg, cap, sizeof(i64))
+        seg.carg = cap
+    A.p0[i] = seg.narg
+    for k in range(n):
+        seg.arg[seg.narg + k] = arg[k]
+    seg.narg += n
+    for k in range(n):
+        link(s, arg[k])
+    return 0
+
+
+cdef inline i64* args_of(i64 i) noexcept nogil:
+    """The operand indices of n-ary node ``i`` (valid until its segment's side array grows)."""
+    return A.seg[i >> SEG_SHIFT].arg + A.p0[i]
+
+
+cdef void release(intp s) noexcept:
+    """Count of segment ``s`` fell to zero: free it, and every segment that only it kept alive."""
+    cdef intp head = s, t, k
+    cdef Segment* seg
+    A.seg[s].work_next = -1
+    while head >= 0:
+        s = head
+        seg = &A.seg[s]
+        head = seg.work_next
+        for k in range(seg.nref):
+            t = seg.ref[k]
+            A.seg[t].count -= 1
+            if A.seg[t].count == 0:
+                A.seg[t].work_next = head
+                head = t
+        if seg.has_custom and _custom_fns is not None:
+            _custom_fns.pop(s, None)
+        seg.nref = 0
+        seg.narg = 0
+        seg.fill = 0
+        seg.has_custom = False
+        if s == A.tail:
+            # NOTE: the tail is reset in place; a fresh seq keeps the ref dedup (ref_by_seq) honest.
+            seg.seq = A.next_seq
+            A.next_seq += 1
+            continue
+        if seg.prev >= 0:
+            A.seg[seg.prev].next = seg.next
+        A.seg[seg.next].prev = seg.prev      # a non-tail segment always has a newer one
+        seg.live = False
+        seg.next = A.free_head
+        A.free_head = s
+        A.nlive -= 1
+        A.nfree += 1
+
+
+cdef inline void unref(i64 i) noexcept:
+    cdef intp s = <intp>(i >> SEG_SHIFT)
+    A.seg[s].count -= 1
+    if A.seg[s].count == 0:
+        release(s)
+
+
+cdef f64* value_ptr() noexcept:
+    return A.value
+
+
+cdef f64* grad_ptr() noexcept:
+    return A.grad
+
+
+cdef u32 next_epoch() noexcept:
+    """A fresh stamp for a pass; on wrap-around every mark is cleared once."""
+    A.epoch += 1
+    if A.epoch == 0:
+        if A.mark != NULL:
+            memset(A.mark, 0, <size_t>A.cslot * SEG_SIZE * sizeof(u32))
+        A.epoch = 1
+    return A.epoch
+
+
+cdef inline i64 prev_index(i64 i) noexcept nogil:
+    """The node created just before ``i`` among live segments, or -1."""
+    if (i & SEG_MASK) != 0:
+        return i - 1
+    cdef intp s = A.seg[i >> SEG_SHIFT].prev
+    if s < 0:
+        return -1
+    return (<i64>s << SEG_SHIFT) + A.seg[s].fill - 1
+
+
+cdef inline bint newer(i64 i, i64 j) noexcept nogil:
+    """Was node ``i`` created after node ``j``?"""
+    cdef i64 si = A.seg[i >> SEG_SHIFT].seq, sj = A.seg[j >> SEG_SHIFT].seq
+    return si > sj or (si == sj and (i & SEG_MASK) > (j & SEG_MASK))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the op table: forward value, first partials, second partials — one case per op, in op-code order
+# ---------------------------------------------------------------------------------------------------
+
+@cython.cdivision(True)
+cdef inline f64 sigmoid_value(f64 a) noexcept nogil:
+    cdef f64 e
+    if a >= 0:
+        return 1.0 / (1.0 + cm.exp(-a))
+    e = cm.exp(a)
+    return e / (1.0 + e)
+
+
+@cython.cdivision(True)
+cdef f64 eval_op(u8 op, f64 a, f64 b, f64 k) noexcept nogil:
+    """Forward value of a unary/binary op on parent values ``a``, ``b`` and constant ``k`` (IEEE rules)."""
+    if op == OP_ADD:
+        return a + b
+    elif op == OP_SUB:
+        return a - b
+    elif op == OP_MUL:
+        return a * b
+    elif op == OP_DIV:
+        return a / b
+    elif op == OP_POW:
+        return cm.pow(a, b)
+    elif op == OP_ADDC:
+        return a + k
+    elif op == OP_MULC:
+        return a * k
+    elif op == OP_RSUBC:
+        return k - a
+    elif op == OP_RDIVC:
+        return k / a
+    elif op == OP_POWC:
+        return cm.pow(a, k)
+    elif op == OP_RPOWC:
+        return cm.pow(k, a)
+    elif op == OP_NEG:
+        return -a
+    elif op == OP_ABS:
+        return cm.fabs(a)
+    elif op == OP_EXP:
+        return cm.exp(a)
+    elif op == OP_LOG:
+        return cm.log(a)
+    elif op == OP_SQRT:
+        return cm.sqrt(a)
+    elif op == OP_SIN:
+        return cm.sin(a)
+    elif op == OP_COS:
+        return cm.cos(a)
+    elif op == OP_TANH:
+        return cm.tanh(a)
+    elif op == OP_SIGMOID:
+        return sigmoid_value(a)
+    elif op == OP_RELU:
+        return a if a > 0 or a != a else 0.0
+    elif op == OP_MAX:
+        return a if a >= b or a != a else b
+    elif op == OP_MIN:
+        return a if a <= b or a != a else b
+    return NAN
+
+
+cdef inline f64 sign(f64 a) noexcept nogil:
+    return 1.0 if a > 0 else (-1.0 if a < 0 else 0.0)
+
+
+@cython.cdivision(True)
+cdef void local_partials(i64 i, f64* d0, f64* d1) noexcept nogil:
+    """d value[i] / d parent: ``d0`` for p0, ``d1`` for p1 (unary ops leave ``d1`` at 0).
+
+    The only place first derivatives live: the reverse sweep, the tangent sweep and graph inspection all
+    read them from here. Kinks take the minimum-norm subgradient (relu'(0) = abs'(0) = 0), max/min ties split
+    evenly, and x**0, 0**y have gradient 0, never NaN.
+    """
+    cdef u8 op = A.op[i]
+    cdef f64 a = A.value[A.p0[i]], y = A.value[i], k = A.aux[i], b = 0.0
+    if A.p1[i] >= 0:
+        b = A.value[A.p1[i]]
+    d1[0] = 0.0
+    if op == OP_ADD:
+        d0[0] = 1.0; d1[0] = 1.0
+    elif op == OP_SUB:
+        d0[0] = 1.0; d1[0] = -1.0
+    elif op == OP_MUL:
+        d0[0] = b; d1[0] = a
+    elif op == OP_DIV:
+        d0[0] = 1.0 / b; d1[0] = -y / b
+    elif op == OP_POW:
+        d0[0] = 0.0 if b == 0 else b * cm.pow(a, b - 1.0)
+        d1[0] = 0.0 if a == 0 else y * cm.log(a)
+    elif op == OP_ADDC:
+        d0[0] = 1.0
+    elif op == OP_MULC:
+        d0[0] = k
+    elif op == OP_RSUBC:
+        d0[0] = -1.0
+    elif op == OP_RDIVC:
+        d0[0] = -y / a
+    elif op == OP_POWC:
+        d0[0] = 0.0 if k == 0 else k * cm.pow(a, k - 1.0)
+    elif op == OP_RPOWC:
+        d0[0] = 0.0 if k == 0 else y * cm.log(k)
+    elif op == OP_NEG:
+        d0[0] = -1.0
+    elif op == OP_ABS:
+        d0[0] = sign(a)
+    elif op == OP_EXP:
+        d0[0] = y
+    elif op == OP_LOG:
+        d0[0] = 1.0 / a
+    elif op == OP_SQRT:
+        d0[0] = 0.5 / y
+    elif op == OP_SIN:
+        d0[0] = cm.cos(a)
+    elif op == OP_COS:
+        d0[0] = -cm.sin(a)
+    elif op == OP_TANH:
+        d0[0] = 1.0 - y * y
+    elif op == OP_SIGMOID:
+        d0[0] = y * (1.0 - y)
+    elif op == OP_RELU:
+        d0[0] = 1.0 if a > 0 else 0.0
+    elif op == OP_MAX:
+        d0[0] = 1.0 if a > b else (0.0 if a < b else 0.5)
+        d1[0] = 1.0 - d0[0]
+    elif op == OP_MIN:
+        d0[0] = 1.0 if a < b else (0.0 if a > b else 0.5)
+        d1[0] = 1.0 - d0[0]
+    else:
+        d0[0] = NAN
+
+
+@cython.cdivision(True)
+cdef void local_partials2(i64 i, f64* h00, f64* h01, f64* h11) noexcept nogil:
+    """Second derivatives of value[i]: d²/dp0², d²/dp0 dp1, d²/dp1² (zero where the op is piecewise linear)."""
+    cdef u8 op = A.op[i]
+    cdef f64 a = A.value[A.p0[i]], y = A.value[i], k = A.aux[i], b = 0.0, la
+    if A.p1[i] >= 0:
+        b = A.value[A.p1[i]]
+    h00[0] = 0.0; h01[0] = 0.0; h11[0] = 0.0
+    if op == OP_MUL:
+        h01[0] = 1.0
+    elif op == OP_DIV:
+        h01[0] = -1.0 / (b * b); h11[0] = 2.0 * y / (b * b)
+    elif op == OP_POW:
+        if b != 0 and b != 1:
+            h00[0] = b * (b - 1.0) * cm.pow(a, b - 2.0)
+        if a != 0:
+            la = cm.log(a)
+            h01[0] = cm.pow(a, b - 1.0) * (1.0 + b * la)
+            h11[0] = y * la * la
+    elif op == OP_RDIVC:
+        h00[0] = 2.0 * y / (a * a)
+    elif op == OP_POWC:
+        if k != 0 and k != 1:
+            h00[0] = k * (k - 1.0) * cm.pow(a, k - 2.0)
+    elif op == OP_RPOWC:
+        if k != 0:
+            h00[0] = y * cm.log(k) * cm.log(k)
+    elif op == OP_EXP:
+        h00[0] = y
+    elif op == OP_LOG:
+        h00[0] = -1.0 / (a * a)
+    elif op == OP_SQRT:
+        h00[0] = -0.25 / (y * y * y)
+    elif op == OP_SIN or op == OP_COS:
+        h00[0] = -y
+    elif op == OP_TANH:
+        h00[0] = -2.0 * y * (1.0 - y * y)
+    elif op == OP_SIGMOID:
+        h00[0] = y * (1.0 - y) * (1.0 - 2.0 * y)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the reverse sweep (backward)
+# ---------------------------------------------------------------------------------------------------
+
+cdef inline void acc(i64 p, f64 c, f64* adj, u32 epoch, bint keep_leaves, intp* pending) noexcept nogil:
+    """Add ``c`` to the adjoint of ``p``: leaves accumulate (when ``keep_leaves``), any other node starts
+    fresh at its first contribution in this pass and is then pending."""
+    if keep_leaves and A.op[p] == OP_LEAF:
+        adj[p] += c
+    elif A.mark[p] == epoch:
+        adj[p] += c
+    else:
+        A.mark[p] = epoch
+        adj[p] = c
+        pending[0] += 1
+
+
+cdef i64 sweep_reverse(i64 i, f64* adj, u32 epoch, bint keep_leaves, intp* pending) noexcept nogil:
+    """Pull adjoints from node ``i`` downwards through every marked node, until none is pending.
+
+    Returns -1 when done, or the index of a custom node, whose Python rule the caller runs before resuming
+    at ``prev_index`` of it (the custom node is already counted off ``pending``).
+    """
+    cdef i64 base, j, n, m
+    cdef i64* arg
+    cdef f64 g, d0, d1
+    cdef u8 op
+    cdef intp s
+    while i >= 0:
+        base = i & ~(<i64>SEG_MASK)
+        j = i
+        while j >= base:
+            if A.mark[j] == epoch:
+                op = A.op[j]
+                pending[0] -= 1
+                if op == OP_CUSTOM:
+                    return j
+                g = adj[j]
+                if op == OP_SUM:
+                    arg = args_of(j)
+                    for m in range(A.p1[j]):
+                        acc(arg[m], g, adj, epoch, keep_leaves, pending)
+                elif op == OP_DOT:
+                    arg = args_of(j)
+                    n = A.p1[j]
+                    for m in range(n):
+                        acc(arg[2 * m], g * A.value[arg[2 * m + 1]], adj, epoch, keep_leaves, pending)
+                        acc(arg[2 * m + 1], g * A.value[arg[2 * m]], adj, epoch, keep_leaves, pending)
+                elif op != OP_LEAF:
+                    local_partials(j, &d0, &d1)
+                    acc(A.p0[j], g * d0, adj, epoch, keep_leaves, pending)
+                    if A.p1[j] >= 0:
+                        acc(A.p1[j], g * d1, adj, epoch, keep_leaves, pending)
+                if pending[0] == 0:
+                    return -1
+            j -= 1
+        s = A.seg[i >> SEG_SHIFT].prev
+        i = -1 if s < 0 else (<i64>s << SEG_SHIFT) + A.seg[s].fill - 1
+    return -1
+
+
+cdef int run_custom(i64 j, f64* adj, u32 epoch, bint keep_leaves, intp* pending) except -1:
+    """Run the Python reverse rule of custom node ``j`` and accumulate what it returns into its inputs."""
+    fn = _custom_fns[<intp>(j >> SEG_SHIFT)][j]
+    cdef intp n = <intp>A.p1[j], m
+    grads = fn(adj[j])
+    grads = tuple(grads)
+    if len(grads) != n:
+        raise ValueError(f"custom op backward returned {len(grads)} gradients for {n} inputs")
+    cdef f64 c
+    for m in range(n):
+        c = float(grads[m])
+        acc(args_of(j)[m], c, A.grad if keep_leaves else adj, epoch, keep_leaves, pending)
+    return 0
+
+
+cdef int reverse_pass(i64 out, f64 seed, f64* scratch, u32 epoch) except -1:
+    """Backpropagate ``seed`` from ``out``, marking with ``epoch``.
+
+    ``scratch`` NULL: into the arena's ``grad`` (leaves accumulate: this is ``backward()``). Otherwise into
+    the private buffer ``scratch``, where every reached node, leaves included, starts fresh.
+    """
+    cdef intp pending = 1
+    cdef i64 j
+    cdef bint keep_leaves = scratch == NULL
+    # WARNING: a custom op's Python rule may create nodes and so realloc the arena: re-read A.grad after it.
+    cdef f64* adj = A.grad if keep_leaves else scratch
+    if A.busy:
+        raise RuntimeError("fastgrad: backward() cannot run inside a custom op's backward")
+    if keep_leaves and A.op[out] == OP_LEAF:
+        adj[out] += seed
+        return 0
+    A.mark[out] = epoch
+    adj[out] = seed
+    A.busy = True
+    try:
+        j = sweep_reverse(out, adj, epoch, keep_leaves, &pending)
+        while j >= 0:
+            run_custom(j, adj, epoch, keep_leaves, &pending)
+            adj = A.grad if keep_leaves else scratch
+            j = -1 if pending == 0 else sweep_reverse(prev_index(j), adj, epoch, keep_leaves, &pending)
+    finally:
+        A.busy = False
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# transform sweeps: collect (reachability), tangents (forward mode), forward-over-reverse
+# ---------------------------------------------------------------------------------------------------
+
+cdef inline void visit(i64 p, u32 walk, u32 source, u32 hit, intp* pending) noexcept nogil:
+    """Stamp ``p`` as reached: a source becomes ``hit`` (kept, not walked), any other node ``walk``."""
+    cdef u32 m = A.mark[p]
+    if m == walk or m == hit:
+        return
+    A.mark[p] = hit if m == source else walk
+    pending[0] += 1
+
+
+cdef intp collect(const i64* out, intp nout, u32 walk, u32 source, u32 hit, i64* order) except -1:
+    """Write every node the outputs depend on into ``order``, newest first; returns how many.
+
+    Transform inputs are stamped ``source`` beforehand: when reached they are stamped ``hit`` and kept,
+    but their own parents are not walked (they act as leaves). ``order`` must have room for every node of
+    the live segments. Custom nodes are kept; callers that cannot differentiate them check for them.
+    """
+    cdef intp pending = 0, n = 0, k, m
+    cdef i64 i = -1, j, base, cnt
+    cdef i64* arg
+    cdef u8 op
+    cdef intp s
+    for k in range(nout):
+        visit(out[k], walk, source, hit, &pending)
+        if i < 0 or newer(out[k], i):
+            i = out[k]
+    while i >= 0 and pending > 0:
+        base = i & ~(<i64>SEG_MASK)
+        j = i
+        while j >= base and pending > 0:
+            if A.mark[j] == walk or A.mark[j] == hit:
+                pending -= 1
+                order[n] = j
+                n += 1
+                op = A.op[j]
+                if A.mark[j] == walk and op != OP_LEAF:
+                    if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+                        arg = args_of(j)
+                        cnt = A.p1[j] * (2 if op == OP_DOT else 1)
+                        for m in range(cnt):
+                            visit(arg[m], walk, source, hit, &pending)
+                    else:
+                        visit(A.p0[j], walk, source, hit, &pending)
+                        if A.p1[j] >= 0:
+                            visit(A.p1[j], walk, source, hit, &pending)
+            j -= 1
+        s = A.seg[i >> SEG_SHIFT].prev
+        i = -1 if s < 0 else (<i64>s << SEG_SHIFT) + A.seg[s].fill - 1
+    return n
+
+
+cdef void tangent_sweep(const i64* order, intp n, const i64* pos, u32 hit, f64* T, intp kd) noexcept nogil:
+    """Push ``kd`` tangents per node in creation order; T[pos[j]*kd + r] is node j's r-th tangent.
+
+    ``T`` starts zeroed with the sources' rows seeded; every other collected node is computed here from
+    its parents' rows through ``partials`` (the same table the reverse sweep reads).
+    """
+    cdef intp q, r, m, pa, pb
+    cdef i64 j, w, x
+    cdef i64* arg
+    cdef f64 d0, d1, vw, vx
+    cdef f64* t
+    cdef u8 op
+    for q in range(n - 1, -1, -1):
+        j = order[q]
+        op = A.op[j]
+        if A.mark[j] == hit or op == OP_LEAF:
+            continue
+        t = T + (n - 1 - q) * kd
+        if op == OP_SUM:
+            arg = args_of(j)
+            for m in range(A.p1[j]):
+                pa = pos[arg[m]] * kd
+                for r in range(kd):
+                    t[r] += T[pa + r]
+        elif op == OP_DOT:
+            arg = args_of(j)
+            for m in range(A.p1[j]):
+                w = arg[2 * m]
+                x = arg[2 * m + 1]
+                vw = A.value[w]
+                vx = A.value[x]
+                pa = pos[w] * kd
+                pb = pos[x] * kd
+                for r in range(kd):
+                    t[r] += vx * T[pa + r] + vw * T[pb + r]
+        else:
+            local_partials(j, &d0, &d1)
+            pa = pos[A.p0[j]] * kd
+            for r in range(kd):
+                t[r] = d0 * T[pa + r]
+            if A.p1[j] >= 0:
+                pb = pos[A.p1[j]] * kd
+                for r in range(kd):
+                    t[r] += d1 * T[pb + r]
+
+
+cdef void adjoint_sweep(const i64* order, intp n, const i64* pos, u32 hit, const f64* T, intp kd,
+                        f64* a, f64* at) noexcept nogil:
+    """Pull adjoints ``a`` (and, when ``kd`` > 0, their tangents ``at``: forward-over-reverse) over the
+    collected nodes, newest first. ``a``/``at`` start zeroed with the output seeded; sources and leaves
+    only receive. at[pos*kd + r] = d/dε of the adjoint along tangent direction r of ``T``.
+    """
+    cdef intp q, r, m, pa, pb, qa
+    cdef i64 j, w, x
+    cdef i64* arg
+    cdef f64 g, d0, d1, h00, h01, h11, ta, tb, vw, vx
+    cdef const f64* gt
+    cdef u8 op
+    for q in range(n):
+        j = order[q]
+        op = A.op[j]
+        if A.mark[j] == hit or op == OP_LEAF:
+            continue
+        qa = n - 1 - q
+        g = a[qa]
+        gt = at + qa * kd
+        if op == OP_SUM:
+            arg = args_of(j)
+            for m in range(A.p1[j]):
+                pa = pos[arg[m]]
+                a[pa] += g
+                for r in range(kd):
+                    at[pa * kd + r] += gt[r]
+        elif op == OP_DOT:
+            arg = args_of(j)
+            for m in range(A.p1[j]):
+                w = arg[2 * m]
+                x = arg[2 * m + 1]
+                vw = A.value[w]
+                vx = A.value[x]
+                pa = pos[w]
+                pb = pos[x]
+                a[pa] += g * vx
+                a[pb] += g * vw
+                for r in range(kd):
+                    at[pa * kd + r] += gt[r] * vx + g * T[pb * kd + r]
+                    at[pb * kd + r] += gt[r] * vw + g * T[pa * kd + r]
+        else:
+            local_partials(j, &d0, &d1)
+            pa = pos[A.p0[j]]
+            pb = pos[A.p1[j]] if A.p1[j] >= 0 else -1
+            a[pa] += g * d0
+            if pb >= 0:
+                a[pb] += g * d1
+            if kd > 0:
+                local_partials2(j, &h00, &h01, &h11)
+                for r in range(kd):
+                    ta = T[pa * kd + r]
+                    tb = T[pb * kd + r] if pb >= 0 else 0.0
+                    at[pa * kd + r] += gt[r] * d0 + g * (h00 * ta + h01 * tb)
+                    if pb >= 0:
+                        at[pb * kd + r] += gt[r] * d1 + g * (h01 * ta + h11 * tb)
+
+
+cdef class _Scratch:
+    """Per-call buffers of a transform sweep (never shared between calls or threads); freed on dealloc."""
+    cdef i64* order     # order[q]: q-th collected node, newest first
+    cdef i64* pos       # pos[j]: position of collected node j in creation order (dense over the arena)
+    cdef f64* T         # T[pos*kd + r]: tangents
+    cdef f64* a         # a[pos]: adjoints
+    cdef f64* at        # at[pos*kd + r]: adjoint tangents
+    cdef intp n         # collected nodes
+    cdef intp kd        # tangent directions
+    cdef u32 source, hit
+
+    def __dealloc__(self):
+        free(self.order)
+        free(self.pos)
+        free(self.T)
+        free(self.a)
+        free(self.at)
+
+    cdef int zeroed(self, f64** buf, intp count) except -1:
+        checked_realloc(<void**>buf, count if count > 0 else 1, sizeof(f64))
+        memset(buf[0], 0, <size_t>count * sizeof(f64))
+        return 0
+
+
+cdef i64 node_of(object v, str what) except -1:
+    if not isinstance(v, Var):
+        raise TypeError(f"{what} must be Var, got {type(v).__name__}")
+    return (<Var>v).idx
+
+
+cdef _Scratch prepare(list outs, list ins, intp kd, bint forward):
+    """Collect what ``outs`` depend on, with ``ins`` as sources, and lay out the compact buffers."""
+    cdef _Scratch sc = _Scratch()
+    cdef intp nout = len(outs), k, q
+    cdef i64 j
+    cdef u32 walk = next_epoch()
+    sc.source = next_epoch()
+    sc.hit = next_epoch()
+    sc.kd = kd
+    for v in ins:
+        A.mark[node_of(v, "inputs")] = sc.source
+    cdef i64* outidx = <i64*>malloc(max(nout, 1) * sizeof(i64))
+    if outidx == NULL:
+        raise MemoryError()
+    try:
+        for k in range(nout):
+            outidx[k] = node_of(outs[k], "outputs")
+        checked_realloc(<void**>&sc.order, A.nlive * SEG_SIZE, sizeof(i64))
+        sc.n = collect(outidx, nout, walk, sc.source, sc.hit, sc.order)
+    finally:
+        free(outidx)
+    checked_realloc(<void**>&sc.pos, A.cslot * SEG_SIZE, sizeof(i64))
+    for q in range(sc.n):
+        j = sc.order[q]
+        sc.pos[j] = sc.n - 1 - q
+        if A.op[j] == OP_CUSTOM and (forward or kd > 0):
+            raise NotImplementedError(
+                "fastgrad: forward mode and higher order through a custom op are not supported "
+                f"(custom node {j})")
+    sc.zeroed(&sc.T, sc.n * kd)
+    return sc
+
+
+cdef intp source_pos(_Scratch sc, object v) except -2:
+    """Position of input ``v`` in the compact buffers, or -1 when the outputs do not depend on it."""
+    cdef i64 j = (<Var>v).idx
+    return sc.pos[j] if A.mark[j] == sc.hit else -1
+
+
+def jvp(outs, ins, tangents):
+    """Forward mode: d outs along ``tangents`` of ``ins`` (one tangent sweep in C). Returns floats."""
+    outs, ins = list(outs), list(ins)
+    tangents = [float(t) for t in tangents]
+    if len(tangents) != len(ins):
+        raise ValueError(f"jvp: {len(ins)} inputs but {len(tangents)} tangents")
+    cdef _Scratch sc = prepare(outs, ins, 1, True)
+    cdef intp k, p
+    for k in range(len(ins)):
+        p = source_pos(sc, ins[k])
+        if p >= 0:
+            sc.T[p] += tangents[k]
+    tangent_sweep(sc.order, sc.n, sc.pos, sc.hit, sc.T, 1)
+    return [sc.T[sc.pos[(<Var>v).idx]] for v in outs]
+
+
+def hvp(out, ins, V):
+    """Forward-over-reverse: (gradient of ``out`` w.r.t. ``ins``, H @ v for each row v of ``V``).
+
+    All ``k`` directions travel in one tangent sweep and one adjoint sweep. No ``.grad`` is touched.
+    """
+    ins = list(ins)
+    cdef double[:, ::1] Vm = np.ascontiguousarray(np.atleast_2d(np.asarray(V, dtype=np.float64)))
+    cdef intp kd = Vm.shape[0], n = len(ins), k, r, p
+    if Vm.shape[1] != n:
+        raise ValueError(f"hvp: {n} inputs but directions of length {Vm.shape[1]}")
+    cdef _Scratch sc = prepare([out], ins, kd, False)
+    for k in range(n):
+        p = source_pos(sc, ins[k])
+        if p >= 0:
+            for r in range(kd):
+                sc.T[p * kd + r] += Vm[r, k]
+    tangent_sweep(sc.order, sc.n, sc.pos, sc.hit, sc.T, kd)
+    sc.zeroed(&sc.a, sc.n)
+    sc.zeroed(&sc.at, sc.n * kd)
+    cdef i64 o = (<Var>out).idx
+    if A.mark[o] == sc.source:
+        g = np.array([1.0 if (<Var>v).idx == o else 0.0 for v in ins])
+        return g, np.zeros((kd, n))
+    sc.a[sc.n - 1] = 1.0
+    adjoint_sweep(sc.order, sc.n, sc.pos, sc.hit, sc.T, kd, sc.a, sc.at)
+    grad = np.zeros(n)
+    HV = np.zeros((kd, n))
+    for k in range(n):
+        p = source_pos(sc, ins[k])
+        if p >= 0:
+            grad[k] = sc.a[p]
+            for r in range(kd):
+                HV[r, k] = sc.at[p * kd + r]
+    return grad, HV
+
+
+def grad(out, ins):
+    """d ``out`` / d ``ins`` by one reverse sweep into a private buffer: no ``.grad`` is touched."""
+    ins = list(ins)
+    cdef i64 o = node_of(out, "output"), j
+    cdef intp n = len(ins), k
+    cdef f64* adj = NULL
+    result = np.zeros(n)
+    checked_realloc(<void**>&adj, A.cslot * SEG_SIZE, sizeof(f64))
+    try:
+        epoch = next_epoch()
+        reverse_pass(o, 1.0, adj, epoch)
+        for k in range(n):
+            j = node_of(ins[k], "inputs")
+            if A.mark[j] == epoch:
+                result[k] = adj[j]
+    finally:
+        free(adj)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Var: the handle
+# ---------------------------------------------------------------------------------------------------
+
+_Real = numbers.Real
+_ndarray = np.ndarray
+
+
+cdef int as_real(object o, f64* out) except -1:
+    """Store ``o`` as a float64 and return 1 if it is a real number (int, float, bool, NumPy real scalar,
+    0-d real array, numbers.Real); return 0 otherwise (the operator then returns NotImplemented)."""
+    if PyFloat_Check(o):
+        out[0] = PyFloat_AS_DOUBLE(o)
+        return 1
+    if PyLong_Check(o):
+        out[0] = PyLong_AsDouble(o)
+        return 1
+    if isinstance(o, _ndarray):
+        if (<object>o).ndim != 0 or (<object>o).dtype.kind not in "biuf":
+            return 0
+        out[0] = float(o)
+        return 1
+    if isinstance(o, _Real):
+        out[0] = float(o)
+        return 1
+    return 0
+
+
+cdef inline Var handle(i64 i):
+    """A new handle on existing node ``i`` (which must be reachable from a live handle)."""
+    cdef Var v = Var.__new__(Var)
+    v.idx = i
+    A.seg[i >> SEG_SHIFT].count += 1
+    return v
+
+
+cdef Var make(u8 op, i64 a, i64 b, f64 k):
+    """Create a unary/binary node over parents ``a``, ``b`` (-1: none) and constant ``k``."""
+    # NOTE: the handle object is allocated BEFORE the node: allocation can run the GC, which may release
+    # segments; a node with no handle yet could be recycled under us.
+    cdef Var v = Var.__new__(Var)
+    cdef f64 y = eval_op(op, A.value[a], A.value[b] if b >= 0 else 0.0, k)
+    v.idx = new_node(op, a, b, k, y)
+    A.seg[v.idx >> SEG_SHIFT].count += 1
+    return v
+
+
+cdef Var make_leaf(f64 x):
+    cdef Var v = Var.__new__(Var)
+    v.idx = new_node(OP_LEAF, -1, -1, 0.0, x)
+    A.seg[v.idx >> SEG_SHIFT].count += 1
+    return v
+
+
+cdef Var constant_or_var(object o, str fname):
+    cdef f64 k
+    if isinstance(o, Var):
+        return <Var>o
+    if as_real(o, &k):
+        return make_leaf(k)
+    raise TypeError(f"{fname}: expected Var or a real number, got {type(o).__name__}")
+
+
+cdef Var make_nary(u8 op, list items):
+    """One SUM/DOT node over ``items`` (Vars or real numbers; DOT: w0, x0, w1, x1, ...)."""
+    cdef intp n = len(items), m
+    cdef Var v
+    cdef f64 y = 0.0
+    cdef i64* arg = <i64*>malloc(max(n, 1) * sizeof(i64))
+    if arg == NULL:
+        raise MemoryError()
+    keep = []   # handles of constants made into leaves, alive until the node references them
+    try:
+        for m in range(n):
+            v = constant_or_var(items[m], OP_NAMES[op])
+            if v is not items[m]:
+                keep.append(v)
+            arg[m] = v.idx
+        if op == OP_SUM:
+            for m in range(n):
+                y += A.value[arg[m]]
+        else:
+            for m in range(0, n, 2):
+                y += A.value[arg[m]] * A.value[arg[m + 1]]
+        v = Var.__new__(Var)
+        v.idx = new_node(op, -1, n // 2 if op == OP_DOT else n, 0.0, y)
+        A.seg[v.idx >> SEG_SHIFT].count += 1
+        attach_args(v.idx, arg, n)
+    finally:
+        free(arg)
+    return v
+
+
+def _rebuild_leaf(data, grad):
+    cdef Var v = make_leaf(data)
+    A.grad[v.idx] = grad
+    return v
+
+
+@cython.freelist(256)
+cdef class Var:
+    """A float64 scalar in the graph: a thin handle on one engine node.
+
+    Arithmetic builds new nodes; ``backward()`` fills ``.grad``. Leaves (made by ``Var(x)``) accumulate
+    gradients across ``backward()`` calls until zeroed; interior nodes get a fresh gradient on each pass.
+    ``.data`` and ``.grad`` are settable (micrograd style). If ``.data`` of a leaf is changed between the
+    forward computation and ``backward()``, backward uses the NEW value in the local derivatives of the
+    leaf's consumers, while the consumers' own values stay as computed (as PyTorch's ``.data``).
+    """
+    __array_ufunc__ = None   # NumPy defers to Var's reflected operators; never an object array
+
+    def __cinit__(self):
+        self.idx = -1
+
+    def __init__(self, data):
+        cdef f64 x
+        if isinstance(data, Var):
+            raise TypeError("Var() takes a real number; use v.detach() to copy a Var")
+        if not as_real(data, &x):
+            raise TypeError(f"Var() takes a real number, got {type(data).__name__}")
+        if self.idx >= 0:
+            unref(self.idx)
+            self.idx = -1
+        self.idx = new_node(OP_LEAF, -1, -1, 0.0, x)
+        A.seg[self.idx >> SEG_SHIFT].count += 1
+
+    def __dealloc__(self):
+        if self.idx >= 0:
+            unref(self.idx)
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def data(self):
+        """The forward value (float)."""
+        return A.value[self.idx]
+
+    @data.setter
+    def data(self, x):
+        cdef f64 k
+        if not as_real(x, &k):
+            raise TypeError(f"data must be a real number, got {type(x).__name__}")
+        A.value[self.idx] = k
+
+    @property
+    def grad(self):
+        """The gradient from the last backward() (leaves: accumulated since the last zeroing)."""
+        return A.grad[self.idx]
+
+    @grad.setter
+    def grad(self, x):
+        cdef f64 k
+        if not as_real(x, &k):
+            raise TypeError(f"grad must be a real number, got {type(x).__name__}")
+        A.grad[self.idx] = k
+
+    @property
+    def is_leaf(self):
+        return A.op[self.idx] == OP_LEAF
+
+    @property
+    def op(self):
+        """Name of the op that made this node ('leaf' for user-made values)."""
+        return OP_NAMES[A.op[self.idx]]
+
+    def item(self):
+        return A.value[self.idx]
+
+    def detach(self):
+        """A new leaf with the same value, outside the graph."""
+        return make_leaf(A.value[self.idx])
+
+    def backward(self, gradient=1.0):
+        """Backpropagate from this node: d self / d leaf is added to every leaf's ``.grad``."""
+        reverse_pass(self.idx, float(gradient), NULL, next_epoch())
+
+    def zero_grad(self):
+        A.grad[self.idx] = 0.0
+
+    def draw(self, path=None, **kwargs):
+        """Render the graph of this value with Graphviz (needs the ``graph`` extra)."""
+        from fastgrad.inspect import draw
+        return draw(self, path, **kwargs)
+
+    # -- binary operators: Var ∘ Var, Var ∘ k, k ∘ Var --------------------------------------------------
+    def __add__(Var self, other):
+        cdef f64 k
+        if isinstance(other, Var):
+            return make(OP_ADD, self.idx, (<Var>other).idx, 0.0)
+        if as_real(other, &k):
+            return make(OP_ADDC, self.idx, -1, k)
+        return NotImplemented
+
+    def __radd__(Var self, other):
+        cdef f64 k
+        if as_real(other, &k):
+            return make(OP_ADDC, self.idx, -1, k)
+        return NotImplemented
+
+    def __sub__(Var self, other):
+        cdef f64 k
+        if isinstance(other, Var):
+            return make(OP_SUB, self.idx, (<Var>other).idx, 0.0)
+        if as_real(other, &k):
+            return make(OP_ADDC, self.idx, -1, -k)
+        return NotImplemented
+
+    def __rsub__(Var self, other):
+        cdef f64 k
+        if as_real(other, &k):
+            return make(OP_RSUBC, self.idx, -1, k)
+        return NotImplemented
+
+    def __mul__(Var self, other):
+        cdef f64 k
+        if isinstance(other, Var):
+            return make(OP_MUL, self.idx, (<Var>other).idx, 0.0)
+        if as_real(other, &k):
+            return make(OP_MULC, self.idx, -1, k)
+        return NotImplemented
+
+    def __rmul__(Var self, other):
+        cdef f64 k
+        if as_real(other, &k):
+            return make(OP_MULC, self.idx, -1, k)
+        return NotImplemented
+
+    @cython.cdivision(True)
+    def __truediv__(Var self, other):
+        cdef f64 k
+        if isinstance(other, Var):
+            return make(OP_DIV, self.idx, (<Var>other).idx, 0.0)
+        if as_real(other, &k):
+            return make(OP_MULC, self.idx, -1, 1.0 / k)   # x / k = x * (1/k), as micrograd
+        return NotImplemented
+
+    def __rtruediv__(Var self, other):
+        cdef f64 k
+        if as_real(other, &k):
+            return make(OP_RDIVC, self.idx, -1, k)
+        return NotImplemented
+
+    def __pow__(Var self, other, mod):
+        cdef f64 k
+        if mod is not None:
+            return NotImplemented
+        if isinstance(other, Var):
+            return make(OP_POW, self.idx, (<Var>other).idx, 0.0)
+        if as_real(other, &k):
+            return make(OP_POWC, self.idx, -1, k)
+        return NotImplemented
+
+    def __rpow__(Var self, other, mod):
+        cdef f64 k
+        if mod is not None:
+            return NotImplemented
+        if as_real(other, &k):
+            return make(OP_RPOWC, self.idx, -1, k)
+        return NotImplemented
+
+    # -- unary ----------------------------------------------------------------------------------------
+    def __neg__(self):
+        return make(OP_NEG, self.idx, -1, 0.0)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return make(OP_ABS, self.idx, -1, 0.0)
+
+    def exp(self):
+        return make(OP_EXP, self.idx, -1, 0.0)
+
+    def log(self):
+        return make(OP_LOG, self.idx, -1, 0.0)
+
+    def sqrt(self):
+        return make(OP_SQRT, self.idx, -1, 0.0)
+
+    def sin(self):
+        return make(OP_SIN, self.idx, -1, 0.0)
+
+    def cos(self):
+        return make(OP_COS, self.idx, -1, 0.0)
+
+    def tanh(self):
+        return make(OP_TANH, self.idx, -1, 0.0)
+
+    def sigmoid(self):
+        return make(OP_SIGMOID, self.idx, -1, 0.0)
+
+    def relu(self):
+        return make(OP_RELU, self.idx, -1, 0.0)
+
+    # -- plain Python values: comparisons, conversions, hashing ------------------------------------------
+    def __richcmp__(Var self, other, int opcode):
+        cdef f64 a = A.value[self.idx], b
+        if isinstance(other, Var):
+            b = A.value[(<Var>other).idx]
+        elif not as_real(other, &b):
+            return NotImplemented
+        if opcode == 0:
+            return a < b
+        if opcode == 1:
+            return a <= b
+        if opcode == 2:
+            return a == b
+        if opcode == 3:
+            return a != b
+        if opcode == 4:
+            return a > b
+        return a >= b
+
+    def __hash__(self):
+        return object.__hash__(self)
+
+    def __bool__(self):
+        return A.value[self.idx] != 0
+
+    def __float__(self):
+        return A.value[self.idx]
+
+    def __int__(self):
+        return int(A.value[self.idx])
+
+    def __format__(self, spec):
+        return format(A.value[self.idx], spec)
+
+    def __repr__(self):
+        return f"Var(data={A.value[self.idx]!r}, grad={A.grad[self.idx]!r})"
+
+    def __reduce__(self):
+        if A.op[self.idx] != OP_LEAF:
+            raise TypeError("only leaf Vars can be pickled (its graph is not saved); "
+                            "pickle v.detach() or float(v)")
+        return (_rebuild_leaf, (A.value[self.idx], A.grad[self.idx]))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        if A.op[self.idx] != OP_LEAF:
+            raise TypeError("only leaf Vars can be deep-copied; use v.detach()")
+        return _rebuild_leaf(A.value[self.idx], A.grad[self.idx])
+
+
+# ---------------------------------------------------------------------------------------------------
+# functions: fg.exp(v) ..., maximum/minimum, fused dot and sum, custom ops
+# ---------------------------------------------------------------------------------------------------
+
+cdef object unary(u8 op, object x):
+    cdef f64 k
+    if isinstance(x, Var):
+        return make(op, (<Var>x).idx, -1, 0.0)
+    if as_real(x, &k):
+        return eval_op(op, k, 0.0, 0.0)
+    raise TypeError(f"{OP_NAMES[op]}: expected Var or a real number, got {type(x).__name__}")
+
+
+def exp(x):
+    """e**x (Var → Var, number → float; overflow gives inf)."""
+    return unary(OP_EXP, x)
+
+
+def log(x):
+    """Natural log (log(0) = -inf, negative → nan)."""
+    return unary(OP_LOG, x)
+
+
+def sqrt(x):
+    return unary(OP_SQRT, x)
+
+
+def sin(x):
+    return unary(OP_SIN, x)
+
+
+def cos(x):
+    return unary(OP_COS, x)
+
+
+def tanh(x):
+    return unary(OP_TANH, x)
+
+
+def sigmoid(x):
+    """1 / (1 + e**-x), computed without overflow."""
+    return unary(OP_SIGMOID, x)
+
+
+def relu(x):
+    """max(x, 0); relu'(0) = 0."""
+    return unary(OP_RELU, x)
+
+
+def abs(x):
+    """|x|; abs'(0) = 0."""
+    return unary(OP_ABS, x)
+
+
+cdef object extremum(u8 op, object a, object b):
+    cdef f64 ka, kb
+    if not isinstance(a, Var) and not isinstance(b, Var):
+        if as_real(a, &ka) and as_real(b, &kb):
+            return eval_op(op, ka, kb, 0.0)
+    cdef Var u = constant_or_var(a, OP_NAMES[op])
+    cdef Var v = constant_or_var(b, OP_NAMES[op])
+    return make(op, u.idx, v.idx, 0.0)
+
+
+def maximum(a, b):
+    """Elementwise max of two values; a tie splits the gradient evenly."""
+    return extremum(OP_MAX, a, b)
+
+
+def minimum(a, b):
+    """Elementwise min of two values; a tie splits the gradient evenly."""
+    return extremum(OP_MIN, a, b)
+
+
+def dot(ws, xs):
+    """sum_k ws[k] * xs[k] as ONE node (Vars or numbers); its derivative is one C loop."""
+    ws = list(ws)
+    xs = list(xs)
+    if len(ws) != len(xs):
+        raise ValueError(f"dot: sequences of different lengths ({len(ws)} and {len(xs)})")
+    if not ws:
+        return make_leaf(0.0)
+    items = [None] * (2 * len(ws))
+    items[0::2] = ws
+    items[1::2] = xs
+    return make_nary(OP_DOT, items)
+
+
+def sum(vs):
+    """sum_k vs[k] as ONE node (Vars or numbers)."""
+    items = list(vs)
+    if not items:
+        return make_leaf(0.0)
+    return make_nary(OP_SUM, items)
+
+
+def custom(value, inputs, backward):
+    """A node of value ``value`` over ``inputs`` whose reverse rule is ``backward(g) -> grads``."""
+    cdef f64 y
+    if not callable(backward):
+        raise TypeError("custom: backward must be callable")
+    if not as_real(value, &y):
+        raise TypeError(f"custom: value must be a real number, got {type(value).__name__}")
+    cdef list items = list(inputs)
+    cdef intp n = len(items), m
+    cdef i64* arg = <i64*>malloc(max(n, 1) * sizeof(i64))
+    if arg == NULL:
+        raise MemoryError()
+    cdef Var v
+    try:
+        for m in range(n):
+            arg[m] = node_of(items[m], "custom inputs")
+        v = Var.__new__(Var)
+        v.idx = new_node(OP_CUSTOM, -1, n, 0.0, y)
+        A.seg[v.idx >> SEG_SHIFT].count += 1
+        attach_args(v.idx, arg, n)
+    finally:
+        free(arg)
+    cdef intp s = <intp>(v.idx >> SEG_SHIFT)
+    _custom_fns.setdefault(s, {})[v.idx] = backward
+    A.seg[s].has_custom = True
+    return v
+
+
+# ---------------------------------------------------------------------------------------------------
+# introspection (library use: transforms, graph tables, optimizers)
+# ---------------------------------------------------------------------------------------------------
+
+cdef tuple parents_of(i64 j):
+    cdef u8 op = A.op[j]
+    cdef i64* arg
+    if op == OP_LEAF:
+        return ()
+    if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+        arg = args_of(j)
+        return tuple([arg[m] for m in range(A.p1[j] * (2 if op == OP_DOT else 1))])
+    if A.p1[j] >= 0:
+        return (A.p0[j], A.p1[j])
+    return (A.p0[j],)
+
+
+def tape(y):
+    """Every node ``y`` depends on, oldest first, ``y`` last: a list of
+    (handle, op name, parent positions in this list, constant aux)."""
+    cdef i64 o = node_of(y, "tape()"), j
+    cdef u32 walk = next_epoch(), unused = next_epoch(), hit = next_epoch()
+    cdef i64* order = NULL
+    cdef intp n, q
+    checked_realloc(<void**>&order, A.nlive * SEG_SIZE, sizeof(i64))
+    try:
+        n = collect(&o, 1, walk, unused, hit, order)
+        nodes = [order[q] for q in range(n - 1, -1, -1)]
+    finally:
+        free(order)
+    position = {j: q for q, j in enumerate(nodes)}
+    return [(handle(j), OP_NAMES[A.op[j]], tuple([position[p] for p in parents_of(j)]), A.aux[j])
+            for j in nodes]
+
+
+def partials(v):
+    """The local derivatives of node ``v`` w.r.t. each of its parents (in ``tape`` order)."""
+    cdef i64 j = node_of(v, "partials()")
+    cdef f64 d0, d1
+    cdef u8 op = A.op[j]
+    cdef i64* arg
+    if op == OP_LEAF:
+        return ()
+    if op == OP_SUM:
+        return (1.0,) * A.p1[j]
+    if op == OP_DOT:
+        arg = args_of(j)
+        out = []
+        for m in range(A.p1[j]):
+            out.append(A.value[arg[2 * m + 1]])
+            out.append(A.value[arg[2 * m]])
+        return tuple(out)
+    if op == OP_CUSTOM:
+        raise NotImplementedError("partials(): a custom op has no local derivative table")
+    local_partials(j, &d0, &d1)
+    if A.p1[j] >= 0:
+        return (d0, d1)
+    return (d0,)
+
+
+def param_index(params):
+    """int64 node indices of a sequence of leaf Vars (for optimizers' C loops)."""
+    params = list(params)
+    out = np.empty(len(params), dtype=np.int64)
+    for k, p in enumerate(params):
+        if not isinstance(p, Var):
+            raise TypeError(f"parameters must be Var, got {type(p).__name__}")
+        if A.op[(<Var>p).idx] != OP_LEAF:
+            raise ValueError("can't optimize a non-leaf Var")
+        out[k] = (<Var>p).idx
+    return out
+
+
+def memory_stats():
+    """Arena bookkeeping: segment size, live and pooled segments, allocated and live node slots."""
+    return {
+        "segment_size": SEG_SIZE,
+        "segments_live": A.nlive,
+        "segments_free": A.nfree,
+        "nodes_capacity": A.cslot * SEG_SIZE,
+        "nodes_live_upper": A.nlive * SEG_SIZE,
+    }
