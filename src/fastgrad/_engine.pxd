@@ -40,25 +40,20 @@ cdef enum Op:
 ctypedef struct Segment:
     i64 seq          # activation number: live segments in increasing seq are in creation order
     intp fill        # nodes used; a live segment that is not the tail is always full
-    intp count       # live Var handles into it + later live segments referencing it
-    i64 ref_by_seq   # seq of the last segment that took a reference to this one (dedup of refs)
+    intp alive       # nodes of this segment not yet freed
     intp prev        # previous live segment (older), -1 at the head
     intp next        # next live segment (newer), or the next free slot while pooled
-    intp work_next   # intrusive work list used while releasing (no allocation)
-    intp nref        # entries used in ref
-    intp cref        # capacity of ref
-    intp* ref        # older segments this one holds a count on
     intp narg        # entries used in arg
     intp carg        # capacity of arg
     i64* arg         # operand node indices of this segment's n-ary nodes (CSR side array)
     bint live        # in the live list (else pooled)
-    bint has_custom  # holds a custom node (its Python callback must be dropped on release)
 
 ctypedef struct Arena:
     intp nslot       # slots ever created
     intp cslot       # slot capacity; node arrays hold cslot * SEG_SIZE entries
     intp nlive       # live segments
     intp nfree       # pooled segments
+    i64 nalive       # nodes not yet freed, over all segments
     intp tail        # the live segment new nodes go to, -1 before the first node
     intp free_head   # first pooled slot, -1 when none
     i64 next_seq     # seq of the next activated segment
@@ -67,10 +62,11 @@ ctypedef struct Arena:
     Segment* seg     # seg[s]: the bookkeeping of slot s
     u8* op           # op[i]: op code of node i
     u32* mark        # mark[i]: epoch of the last pass that reached node i
+    u32* refc        # refc[i]: Var handles on node i + references from its consumers
     i64* p0          # p0[i]: first parent, or first arg slot of an n-ary node
     i64* p1          # p1[i]: second parent (-1 if none), or the arity of an n-ary node
     f64* value       # value[i]: forward value
-    f64* aux         # aux[i]: constant operand k of the *C ops
+    f64* aux         # aux[i]: constant operand k of the *C ops (a work-list link once i is freed)
     f64* grad        # grad[i]: gradient (leaves accumulate; interior set fresh per pass)
 
 cdef f64* value_ptr() noexcept

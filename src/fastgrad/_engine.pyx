@@ -5,10 +5,12 @@ segments. A node's index is ``slot << SEG_SHIFT | offset``. Live segments form a
 and a node is only ever created after its parents, so walking the live list backwards, each segment from its
 last node down, is a reverse topological order: backward needs no recursion, no sort and no hash set.
 
-Lifetime. A segment counts the Var handles pointing into it plus the later live segments that reference it.
-When its count falls to zero it is released (iteratively, through an intrusive work list): the tail segment
-is reset in place, any other goes back to a pool. A warm training loop therefore reuses pooled segments and
-allocates nothing; a graph is freed as soon as no handle reaches it, with no reference cycles for the GC.
+Lifetime. Every node counts its references: the Var handles on it plus the consumers built on it. When a
+count falls to zero the node is freed and its parents lose a reference, iteratively (the work list is
+threaded through the freed nodes themselves, so freeing never allocates and never recurses). A segment
+whose nodes are all freed goes back to a pool (the tail segment is reset in place). So a graph is freed as
+soon as no handle reaches it, with no reference cycles for the GC, and a warm training loop reuses pooled
+segments without allocating.
 
 Threads. The arena is interpreter-wide mutable state (node creation may ``realloc`` it), so every sweep runs
 with the GIL held, even though the sweep loops themselves touch no Python object (they are ``nogil``).
@@ -21,7 +23,7 @@ cimport libc.math as cm
 from libc.math cimport NAN
 from libc.stdint cimport SIZE_MAX
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numbers
 
@@ -41,7 +43,7 @@ A.tail = -1
 A.free_head = -1
 A.epoch = 0
 
-# custom-op callbacks: slot -> {node index -> backward callable}; dropped when the slot is released
+# custom-op callbacks: node index -> backward callable; dropped when the node is freed
 cdef dict _custom_fns = {}
 
 
@@ -68,6 +70,7 @@ cdef int grow_arena() except -1:
     checked_realloc(<void**>&A.seg, cslot, sizeof(Segment))
     checked_realloc(<void**>&A.op, n, sizeof(u8))
     checked_realloc(<void**>&A.mark, n, sizeof(u32))
+    checked_realloc(<void**>&A.refc, n, sizeof(u32))
     checked_realloc(<void**>&A.p0, n, sizeof(i64))
     checked_realloc(<void**>&A.p1, n, sizeof(i64))
     checked_realloc(<void**>&A.value, n, sizeof(f64))
@@ -91,20 +94,15 @@ cdef intp new_tail() except -1:
         s = A.nslot
         A.nslot += 1
         seg = &A.seg[s]
-        seg.ref = NULL
-        seg.cref = 0
         seg.arg = NULL
         seg.carg = 0
     seg = &A.seg[s]
     seg.seq = A.next_seq
     A.next_seq += 1
     seg.fill = 0
-    seg.count = 0
-    seg.ref_by_seq = -1
-    seg.nref = 0
+    seg.alive = 0
     seg.narg = 0
     seg.live = True
-    seg.has_custom = False
     seg.prev = A.tail
     seg.next = -1
     if A.tail >= 0:
@@ -114,22 +112,6 @@ cdef intp new_tail() except -1:
     return s
 
 
-cdef int link(intp s, i64 parent) except -1:
-    """Make segment ``s`` hold a count on the segment of ``parent`` (once per pair)."""
-    cdef intp t = <intp>(parent >> SEG_SHIFT)
-    if t == s or A.seg[t].ref_by_seq == A.seg[s].seq:
-        return 0
-    cdef Segment* seg = &A.seg[s]
-    if seg.nref == seg.cref:
-        checked_realloc(<void**>&seg.ref, 8 if seg.cref == 0 else 2 * seg.cref, sizeof(intp))
-        seg.cref = 8 if seg.cref == 0 else 2 * seg.cref
-    seg.ref[seg.nref] = t
-    seg.nref += 1
-    A.seg[t].ref_by_seq = seg.seq
-    A.seg[t].count += 1
-    return 0
-
-
 cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1:
     """Append a node to the tail segment; ``a``/``b`` are parents (-1: none). Returns its index."""
     cdef intp s = A.tail
@@ -137,22 +119,33 @@ cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1:
         s = new_tail()
     cdef i64 i = (<i64>s << SEG_SHIFT) + A.seg[s].fill
     A.seg[s].fill += 1
+    A.seg[s].alive += 1
+    A.nalive += 1
     A.op[i] = op
     A.mark[i] = 0
+    A.refc[i] = 0
     A.p0[i] = a
     A.p1[i] = b
     A.aux[i] = k
     A.value[i] = y
     A.grad[i] = 0.0
     if a >= 0:
-        link(s, a)
+        A.refc[a] += 1
     if b >= 0:
-        link(s, b)
+        A.refc[b] += 1
+    return i
+
+
+cdef i64 new_nary(u8 op, const i64* arg, intp n, intp arity, f64 y) except -1:
+    """Append an n-ary node (SUM, DOT, CUSTOM) over ``n`` operand indices; p1 holds ``arity``."""
+    cdef i64 i = new_node(op, -1, -1, 0.0, y)
+    A.p1[i] = arity
+    attach_args(i, arg, n)
     return i
 
 
 cdef int attach_args(i64 i, const i64* arg, intp n) except -1:
-    """Store the ``n`` operand indices of n-ary node ``i`` in its segment's side array and link them."""
+    """Store the ``n`` operand indices of n-ary node ``i`` in its segment's side array; each gains a ref."""
     cdef intp s = <intp>(i >> SEG_SHIFT), k
     cdef Segment* seg = &A.seg[s]
     cdef intp cap = seg.carg
@@ -167,7 +160,7 @@ cdef int attach_args(i64 i, const i64* arg, intp n) except -1:
         seg.arg[seg.narg + k] = arg[k]
     seg.narg += n
     for k in range(n):
-        link(s, arg[k])
+        A.refc[arg[k]] += 1
     return 0
 
 
@@ -177,46 +170,65 @@ cdef inline i64* args_of(i64 i) noexcept nogil:
 
 
 cdef void release(intp s) noexcept:
-    """Count of segment ``s`` fell to zero: free it, and every segment that only it kept alive."""
-    cdef intp head = s, t, k
-    cdef Segment* seg
-    A.seg[s].work_next = -1
+    """Every node of segment ``s`` is freed: reset it if it is the tail, else return it to the pool."""
+    cdef Segment* seg = &A.seg[s]
+    seg.narg = 0
+    seg.fill = 0
+    if s == A.tail:
+        return
+    if seg.prev >= 0:
+        A.seg[seg.prev].next = seg.next
+    A.seg[seg.next].prev = seg.prev      # a non-tail segment always has a newer one
+    seg.live = False
+    seg.next = A.free_head
+    A.free_head = s
+    A.nlive -= 1
+    A.nfree += 1
+
+
+cdef inline void push(i64* head, i64 i) noexcept:
+    # WARNING: node i is dead: its aux slot now holds the work-list link (memcpy: no aliasing games).
+    memcpy(&A.aux[i], head, sizeof(i64))
+    head[0] = i
+
+
+cdef void drop(i64 i) noexcept:
+    """One reference to node ``i`` is gone: free it, and iteratively every node only it kept alive."""
+    cdef i64 head = -1, p, n, m
+    cdef i64* arg
+    cdef intp s
+    cdef u8 op
+    A.refc[i] -= 1
+    if A.refc[i] != 0:
+        return
+    push(&head, i)
     while head >= 0:
-        s = head
-        seg = &A.seg[s]
-        head = seg.work_next
-        for k in range(seg.nref):
-            t = seg.ref[k]
-            A.seg[t].count -= 1
-            if A.seg[t].count == 0:
-                A.seg[t].work_next = head
-                head = t
-        if seg.has_custom and _custom_fns is not None:
-            _custom_fns.pop(s, None)
-        seg.nref = 0
-        seg.narg = 0
-        seg.fill = 0
-        seg.has_custom = False
-        if s == A.tail:
-            # NOTE: the tail is reset in place; a fresh seq keeps the ref dedup (ref_by_seq) honest.
-            seg.seq = A.next_seq
-            A.next_seq += 1
-            continue
-        if seg.prev >= 0:
-            A.seg[seg.prev].next = seg.next
-        A.seg[seg.next].prev = seg.prev      # a non-tail segment always has a newer one
-        seg.live = False
-        seg.next = A.free_head
-        A.free_head = s
-        A.nlive -= 1
-        A.nfree += 1
-
-
-cdef inline void unref(i64 i) noexcept:
-    cdef intp s = <intp>(i >> SEG_SHIFT)
-    A.seg[s].count -= 1
-    if A.seg[s].count == 0:
-        release(s)
+        i = head
+        memcpy(&head, &A.aux[i], sizeof(i64))
+        op = A.op[i]
+        if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+            arg = args_of(i)
+            n = A.p1[i] * (2 if op == OP_DOT else 1)
+            for m in range(n):
+                p = arg[m]
+                A.refc[p] -= 1
+                if A.refc[p] == 0:
+                    push(&head, p)
+            if op == OP_CUSTOM and _custom_fns is not None:
+                _custom_fns.pop(i, None)
+        elif op != OP_LEAF:
+            for p in (A.p0[i], A.p1[i]):
+                if p >= 0:
+                    A.refc[p] -= 1
+                    if A.refc[p] == 0:
+                        push(&head, p)
+        # a segment is released only once all its nodes are processed, so the p0/p1/arg still needed
+        # by nodes on the work list stay intact
+        s = <intp>(i >> SEG_SHIFT)
+        A.nalive -= 1
+        A.seg[s].alive -= 1
+        if A.seg[s].alive == 0:
+            release(s)
 
 
 cdef f64* value_ptr() noexcept:
@@ -498,7 +510,7 @@ cdef i64 sweep_reverse(i64 i, f64* adj, u32 epoch, bint keep_leaves, intp* pendi
 
 cdef int run_custom(i64 j, f64* adj, u32 epoch, bint keep_leaves, intp* pending) except -1:
     """Run the Python reverse rule of custom node ``j`` and accumulate what it returns into its inputs."""
-    fn = _custom_fns[<intp>(j >> SEG_SHIFT)][j]
+    fn = _custom_fns[j]
     cdef intp n = <intp>A.p1[j], m
     grads = fn(adj[j])
     grads = tuple(grads)
@@ -872,7 +884,7 @@ cdef inline Var handle(i64 i):
     """A new handle on existing node ``i`` (which must be reachable from a live handle)."""
     cdef Var v = Var.__new__(Var)
     v.idx = i
-    A.seg[i >> SEG_SHIFT].count += 1
+    A.refc[i] += 1
     return v
 
 
@@ -883,14 +895,14 @@ cdef Var make(u8 op, i64 a, i64 b, f64 k):
     cdef Var v = Var.__new__(Var)
     cdef f64 y = eval_op(op, A.value[a], A.value[b] if b >= 0 else 0.0, k)
     v.idx = new_node(op, a, b, k, y)
-    A.seg[v.idx >> SEG_SHIFT].count += 1
+    A.refc[v.idx] += 1
     return v
 
 
 cdef Var make_leaf(f64 x):
     cdef Var v = Var.__new__(Var)
     v.idx = new_node(OP_LEAF, -1, -1, 0.0, x)
-    A.seg[v.idx >> SEG_SHIFT].count += 1
+    A.refc[v.idx] += 1
     return v
 
 
@@ -925,9 +937,8 @@ cdef Var make_nary(u8 op, list items):
             for m in range(0, n, 2):
                 y += A.value[arg[m]] * A.value[arg[m + 1]]
         v = Var.__new__(Var)
-        v.idx = new_node(op, -1, n // 2 if op == OP_DOT else n, 0.0, y)
-        A.seg[v.idx >> SEG_SHIFT].count += 1
-        attach_args(v.idx, arg, n)
+        v.idx = new_nary(op, arg, n, n // 2 if op == OP_DOT else n, y)
+        A.refc[v.idx] += 1
     finally:
         free(arg)
     return v
@@ -961,14 +972,14 @@ cdef class Var:
         if not as_real(data, &x):
             raise TypeError(f"Var() takes a real number, got {type(data).__name__}")
         if self.idx >= 0:
-            unref(self.idx)
+            drop(self.idx)
             self.idx = -1
         self.idx = new_node(OP_LEAF, -1, -1, 0.0, x)
-        A.seg[self.idx >> SEG_SHIFT].count += 1
+        A.refc[self.idx] += 1
 
     def __dealloc__(self):
         if self.idx >= 0:
-            unref(self.idx)
+            drop(self.idx)
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -1298,14 +1309,11 @@ def custom(value, inputs, backward):
         for m in range(n):
             arg[m] = node_of(items[m], "custom inputs")
         v = Var.__new__(Var)
-        v.idx = new_node(OP_CUSTOM, -1, n, 0.0, y)
-        A.seg[v.idx >> SEG_SHIFT].count += 1
-        attach_args(v.idx, arg, n)
+        v.idx = new_nary(OP_CUSTOM, arg, n, n, y)
+        A.refc[v.idx] += 1
     finally:
         free(arg)
-    cdef intp s = <intp>(v.idx >> SEG_SHIFT)
-    _custom_fns.setdefault(s, {})[v.idx] = backward
-    A.seg[s].has_custom = True
+    _custom_fns[v.idx] = backward
     return v
 
 
@@ -1390,6 +1398,7 @@ def memory_stats():
         "segments_free": A.nfree,
         "nodes_capacity": A.cslot * SEG_SIZE,
         "nodes_live_upper": A.nlive * SEG_SIZE,
+        "nodes_alive": A.nalive,
     }
 
 
@@ -1440,16 +1449,28 @@ def affine(const i64[:, ::1] W, const i64[::1] b, xs, activation=None):
             for k in range(nin):
                 arg[2 * k] = W[r, k]
                 y += A.value[W[r, k]] * A.value[arg[2 * k + 1]]
-            j = new_node(OP_DOT, -1, nin, 0.0, y)
-            attach_args(j, arg, 2 * nin)
+            j = new_nary(OP_DOT, arg, 2 * nin, nin, y)
             if b.shape[0]:
                 y = y + A.value[b[r]]
                 j = new_node(OP_ADD, j, b[r], 0.0, y)
             if act != OP_LEAF:
                 j = new_node(act, j, -1, 0.0, eval_op(act, y, 0.0, 0.0))
             v.idx = j
-            A.seg[j >> SEG_SHIFT].count += 1
+            A.refc[j] += 1
             out[r] = v
     finally:
         free(arg)
+    return out
+
+
+def _alive_nodes():
+    """Debugging aid: (index, op name, value, reference count) of every node not yet freed."""
+    out = []
+    cdef intp s
+    cdef i64 i
+    for s in range(A.nslot):
+        if A.seg[s].live:
+            for i in range(<i64>s << SEG_SHIFT, (<i64>s << SEG_SHIFT) + A.seg[s].fill):
+                if A.refc[i] > 0:
+                    out.append((i, OP_NAMES[A.op[i]], A.value[i], A.refc[i]))
     return out
