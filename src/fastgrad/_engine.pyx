@@ -217,11 +217,15 @@ cdef void drop(i64 i) noexcept:
             if op == OP_CUSTOM and _custom_fns is not None:
                 _custom_fns.pop(i, None)
         elif op != OP_LEAF:
-            for p in (A.p0[i], A.p1[i]):
-                if p >= 0:
-                    A.refc[p] -= 1
-                    if A.refc[p] == 0:
-                        push(&head, p)
+            p = A.p0[i]
+            A.refc[p] -= 1
+            if A.refc[p] == 0:
+                push(&head, p)
+            p = A.p1[i]
+            if p >= 0:
+                A.refc[p] -= 1
+                if A.refc[p] == 0:
+                    push(&head, p)
         # a segment is released only once all its nodes are processed, so the p0/p1/arg still needed
         # by nodes on the work list stay intact
         s = <intp>(i >> SEG_SHIFT)
