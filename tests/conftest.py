@@ -1,0 +1,45 @@
+"""Shared test helpers: the implementations under test and numeric checks."""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastgrad
+from fastgrad import reference
+
+# `from conftest import ...` works under any --import-mode
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+IMPLEMENTATIONS = {"engine": fastgrad, "reference": reference}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def fg(request):
+    """The module under test: the compiled engine (`fastgrad`), then the pure-Python `fastgrad.reference`."""
+    return IMPLEMENTATIONS[request.param]
+
+
+def central_difference(f, x, h=1e-6):
+    """(f(x + h) - f(x - h)) / 2h for a float function f, with h relative to |x|."""
+    h *= max(1.0, math.fabs(x))
+    return (f(x + h) - f(x - h)) / (2.0 * h)
+
+
+def value_and_grads(fg, f, *xs):
+    """f(*leaves).data and the leaves' gradients after one backward(), for leaves made from xs."""
+    leaves = [fg.Var(x) for x in xs]
+    y = f(*leaves)
+    y.backward()
+    return y.data, [v.grad for v in leaves]
+
+
+def run_python(code, timeout=120):
+    """Run code in a fresh interpreter that imports the same fastgrad as the tests; return stdout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, f"child failed with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
