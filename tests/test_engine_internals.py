@@ -161,3 +161,30 @@ def test_a_graph_is_freed_node_by_node_when_its_last_handle_goes():
     assert E.memory_stats()["nodes_alive"] == base + 4     # mul, addc, tanh, mulc: all reachable
     del keep
     assert E.memory_stats()["nodes_alive"] == base
+
+
+def test_hvp_and_jvp_treat_inputs_as_seeds_like_grad_does():
+    # regression: hvp once cut the graph at its inputs and disagreed with grad when one input
+    # depended on another (PyTorch's autograd.grad gives the total derivative, as grad does)
+    a = fg.Var(1.5)
+    b = a * 2.0
+    o = b * a
+    assert list(E.grad(o, [a, b])) == [6.0, 1.5]
+    g, H = E.hvp(o, [a, b], np.eye(2))
+    assert list(g) == [6.0, 1.5]
+    assert H.tolist() == [[4.0, 1.0], [1.0, 0.0]]
+    assert E.jvp([o], [a, b], [1.0, 0.0]) == [6.0]   # d/da along a, with b following a
+
+
+def test_forward_sweeps_pass_custom_nodes_that_do_not_depend_on_the_inputs():
+    x = fg.Var(3.0)
+    c = E.custom(8.0, [fg.Var(2.0)], lambda g: (12.0 * g,))
+    assert E.jvp([x * c], [x], [1.0]) == [8.0]
+    assert E.hvp(x * x * c, [x], [[1.0]])[1].tolist() == [[16.0]]
+
+    def cube_rule(g):
+        return (27.0 * g,)
+
+    d = E.custom(27.0, [x], cube_rule)
+    with pytest.raises(NotImplementedError, match="cube_rule"):
+        E.jvp([d * 2.0], [x], [1.0])

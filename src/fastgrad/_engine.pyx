@@ -22,7 +22,7 @@ from cpython.long cimport PyLong_AsDouble, PyLong_Check
 cimport libc.math as cm
 from libc.math cimport NAN
 from libc.stdint cimport SIZE_MAX
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 import numbers
@@ -561,21 +561,16 @@ cdef int reverse_pass(i64 out, f64 seed, f64* scratch, u32 epoch) except -1:
 # transform sweeps: collect (reachability), tangents (forward mode), forward-over-reverse
 # ---------------------------------------------------------------------------------------------------
 
-cdef inline void visit(i64 p, u32 walk, u32 source, u32 hit, intp* pending) noexcept nogil:
-    """Stamp ``p`` as reached: a source becomes ``hit`` (kept, not walked), any other node ``walk``."""
-    cdef u32 m = A.mark[p]
-    if m == walk or m == hit:
-        return
-    A.mark[p] = hit if m == source else walk
-    pending[0] += 1
+cdef inline void visit(i64 p, u32 walk, intp* pending) noexcept nogil:
+    if A.mark[p] != walk:
+        A.mark[p] = walk
+        pending[0] += 1
 
 
-cdef intp collect(const i64* out, intp nout, u32 walk, u32 source, u32 hit, i64* order) except -1:
+cdef intp collect(const i64* out, intp nout, u32 walk, i64* order) except -1:
     """Write every node the outputs depend on into ``order``, newest first; returns how many.
 
-    Transform inputs are stamped ``source`` beforehand: when reached they are stamped ``hit`` and kept,
-    but their own parents are not walked (they act as leaves). ``order`` must have room for every node of
-    the live segments. Custom nodes are kept; callers that cannot differentiate them check for them.
+    ``order`` must have room for every node of the live segments.
     """
     cdef intp pending = 0, n = 0, k, m
     cdef i64 i = -1, j, base, cnt
@@ -583,39 +578,64 @@ cdef intp collect(const i64* out, intp nout, u32 walk, u32 source, u32 hit, i64*
     cdef u8 op
     cdef intp s
     for k in range(nout):
-        visit(out[k], walk, source, hit, &pending)
+        visit(out[k], walk, &pending)
         if i < 0 or newer(out[k], i):
             i = out[k]
     while i >= 0 and pending > 0:
         base = i & ~(<i64>SEG_MASK)
         j = i
         while j >= base and pending > 0:
-            if A.mark[j] == walk or A.mark[j] == hit:
+            if A.mark[j] == walk:
                 pending -= 1
                 order[n] = j
                 n += 1
                 op = A.op[j]
-                if A.mark[j] == walk and op != OP_LEAF:
-                    if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
-                        arg = args_of(j)
-                        cnt = A.p1[j] * (2 if op == OP_DOT else 1)
-                        for m in range(cnt):
-                            visit(arg[m], walk, source, hit, &pending)
-                    else:
-                        visit(A.p0[j], walk, source, hit, &pending)
-                        if A.p1[j] >= 0:
-                            visit(A.p1[j], walk, source, hit, &pending)
+                if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+                    arg = args_of(j)
+                    cnt = A.p1[j] * (2 if op == OP_DOT else 1)
+                    for m in range(cnt):
+                        visit(arg[m], walk, &pending)
+                elif op != OP_LEAF:
+                    visit(A.p0[j], walk, &pending)
+                    if A.p1[j] >= 0:
+                        visit(A.p1[j], walk, &pending)
             j -= 1
         s = A.seg[i >> SEG_SHIFT].prev
         i = -1 if s < 0 else (<i64>s << SEG_SHIFT) + A.seg[s].fill - 1
     return n
 
 
-cdef void tangent_sweep(const i64* order, intp n, const i64* pos, u32 hit, f64* T, intp kd) noexcept nogil:
+cdef i64 dependent_custom(const i64* order, intp n, const i64* pos, u8* dep) noexcept nogil:
+    """Propagate ``dep`` (set beforehand on the inputs' positions) in creation order: does a node depend
+    on an input? Returns the first custom node that does (its derivative is Python's), or -1."""
+    cdef intp q, m, cnt, at
+    cdef i64 j
+    cdef i64* arg
+    cdef u8 op
+    for q in range(n - 1, -1, -1):
+        j = order[q]
+        at = n - 1 - q
+        op = A.op[j]
+        if dep[at] or op == OP_LEAF:
+            continue
+        if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+            arg = args_of(j)
+            cnt = A.p1[j] * (2 if op == OP_DOT else 1)
+            for m in range(cnt):
+                dep[at] |= dep[pos[arg[m]]]
+        else:
+            dep[at] = dep[pos[A.p0[j]]] | (dep[pos[A.p1[j]]] if A.p1[j] >= 0 else 0)
+        if dep[at] and op == OP_CUSTOM:
+            return j
+    return -1
+
+
+cdef void tangent_sweep(const i64* order, intp n, const i64* pos, f64* T, intp kd) noexcept nogil:
     """Push ``kd`` tangents per node in creation order; T[pos[j]*kd + r] is node j's r-th tangent.
 
-    ``T`` starts zeroed with the sources' rows seeded; every other collected node is computed here from
-    its parents' rows through ``partials`` (the same table the reverse sweep reads).
+    ``T`` starts zeroed with the inputs' rows seeded; every collected node adds what flows in from its
+    parents through ``local_partials`` (the table the reverse sweep reads). Custom nodes are skipped: the
+    caller has checked that none depends on an input, so their tangent is zero.
     """
     cdef intp q, r, m, pa, pb
     cdef i64 j, w, x
@@ -626,7 +646,7 @@ cdef void tangent_sweep(const i64* order, intp n, const i64* pos, u32 hit, f64* 
     for q in range(n - 1, -1, -1):
         j = order[q]
         op = A.op[j]
-        if A.mark[j] == hit or op == OP_LEAF:
+        if op == OP_LEAF or op == OP_CUSTOM:
             continue
         t = T + (n - 1 - q) * kd
         if op == OP_SUM:
@@ -650,18 +670,19 @@ cdef void tangent_sweep(const i64* order, intp n, const i64* pos, u32 hit, f64* 
             local_partials(j, &d0, &d1)
             pa = pos[A.p0[j]] * kd
             for r in range(kd):
-                t[r] = d0 * T[pa + r]
+                t[r] += d0 * T[pa + r]
             if A.p1[j] >= 0:
                 pb = pos[A.p1[j]] * kd
                 for r in range(kd):
                     t[r] += d1 * T[pb + r]
 
 
-cdef void adjoint_sweep(const i64* order, intp n, const i64* pos, u32 hit, const f64* T, intp kd,
+cdef void adjoint_sweep(const i64* order, intp n, const i64* pos, const f64* T, intp kd,
                         f64* a, f64* at) noexcept nogil:
     """Pull adjoints ``a`` (and, when ``kd`` > 0, their tangents ``at``: forward-over-reverse) over the
-    collected nodes, newest first. ``a``/``at`` start zeroed with the output seeded; sources and leaves
-    only receive. at[pos*kd + r] = d/dε of the adjoint along tangent direction r of ``T``.
+    collected nodes, newest first. ``a``/``at`` start zeroed with the output seeded.
+    at[pos*kd + r] = d/dε of the adjoint along tangent direction r of ``T``. Custom nodes are skipped:
+    none depends on an input, so nothing they would pass down can reach one.
     """
     cdef intp q, r, m, pa, pb, qa
     cdef i64 j, w, x
@@ -672,7 +693,7 @@ cdef void adjoint_sweep(const i64* order, intp n, const i64* pos, u32 hit, const
     for q in range(n):
         j = order[q]
         op = A.op[j]
-        if A.mark[j] == hit or op == OP_LEAF:
+        if op == OP_LEAF or op == OP_CUSTOM:
             continue
         qa = n - 1 - q
         g = a[qa]
@@ -724,7 +745,7 @@ cdef class _Scratch:
     cdef f64* at        # at[pos*kd + r]: adjoint tangents
     cdef intp n         # collected nodes
     cdef intp kd        # tangent directions
-    cdef u32 source, hit
+    cdef u32 walk       # stamp of the collected nodes
 
     def __dealloc__(self):
         free(self.order)
@@ -738,6 +759,11 @@ cdef class _Scratch:
         memset(buf[0], 0, <size_t>count * sizeof(f64))
         return 0
 
+    cdef intp position(self, object v) except -2:
+        """Position of Var ``v`` in the compact buffers, or -1 when the outputs do not depend on it."""
+        cdef i64 j = (<Var>v).idx
+        return self.pos[j] if A.mark[j] == self.walk else -1
+
 
 cdef i64 node_of(object v, str what) except -1:
     if not isinstance(v, Var):
@@ -745,17 +771,19 @@ cdef i64 node_of(object v, str what) except -1:
     return (<Var>v).idx
 
 
-cdef _Scratch prepare(list outs, list ins, intp kd, bint forward):
-    """Collect what ``outs`` depend on, with ``ins`` as sources, and lay out the compact buffers."""
+cdef _Scratch prepare(list outs, list ins, intp kd):
+    """Collect what ``outs`` depend on and lay out the compact buffers for forward-mode sweeps.
+
+    Inputs are seeds, not barriers: a tangent flows on through an input that depends on another one, as
+    the adjoint of ``grad`` does (PyTorch's autograd.grad semantics). Raises NotImplementedError if a custom
+    op (whose derivative is Python's) depends on an input.
+    """
     cdef _Scratch sc = _Scratch()
     cdef intp nout = len(outs), k, q
     cdef i64 j
-    cdef u32 walk = next_epoch()
-    sc.source = next_epoch()
-    sc.hit = next_epoch()
+    cdef u8* dep = NULL
+    sc.walk = next_epoch()
     sc.kd = kd
-    for v in ins:
-        A.mark[node_of(v, "inputs")] = sc.source
     cdef i64* outidx = <i64*>malloc(max(nout, 1) * sizeof(i64))
     if outidx == NULL:
         raise MemoryError()
@@ -763,25 +791,30 @@ cdef _Scratch prepare(list outs, list ins, intp kd, bint forward):
         for k in range(nout):
             outidx[k] = node_of(outs[k], "outputs")
         checked_realloc(<void**>&sc.order, A.nlive * SEG_SIZE, sizeof(i64))
-        sc.n = collect(outidx, nout, walk, sc.source, sc.hit, sc.order)
+        sc.n = collect(outidx, nout, sc.walk, sc.order)
     finally:
         free(outidx)
     checked_realloc(<void**>&sc.pos, A.cslot * SEG_SIZE, sizeof(i64))
     for q in range(sc.n):
-        j = sc.order[q]
-        sc.pos[j] = sc.n - 1 - q
-        if A.op[j] == OP_CUSTOM and (forward or kd > 0):
-            raise NotImplementedError(
-                "fastgrad: forward mode and higher order through a custom op are not supported "
-                f"(custom node {j})")
+        sc.pos[sc.order[q]] = sc.n - 1 - q
+    dep = <u8*>calloc(max(sc.n, 1), 1)
+    if dep == NULL:
+        raise MemoryError()
+    try:
+        for v in ins:
+            k = sc.position(v) if isinstance(v, Var) else node_of(v, "inputs")
+            if k >= 0:
+                dep[k] = 1
+        j = dependent_custom(sc.order, sc.n, sc.pos, dep)
+    finally:
+        free(dep)
+    if j >= 0:
+        rule = _custom_fns.get(j)
+        raise NotImplementedError(
+            "fastgrad: forward mode and second derivatives cannot pass through a custom op whose "
+            f"derivative is Python code ({getattr(rule, '__qualname__', rule)!s}) when it depends on the inputs")
     sc.zeroed(&sc.T, sc.n * kd)
     return sc
-
-
-cdef intp source_pos(_Scratch sc, object v) except -2:
-    """Position of input ``v`` in the compact buffers, or -1 when the outputs do not depend on it."""
-    cdef i64 j = (<Var>v).idx
-    return sc.pos[j] if A.mark[j] == sc.hit else -1
 
 
 def jvp(outs, ins, tangents):
@@ -790,14 +823,14 @@ def jvp(outs, ins, tangents):
     tangents = [float(t) for t in tangents]
     if len(tangents) != len(ins):
         raise ValueError(f"jvp: {len(ins)} inputs but {len(tangents)} tangents")
-    cdef _Scratch sc = prepare(outs, ins, 1, True)
+    cdef _Scratch sc = prepare(outs, ins, 1)
     cdef intp k, p
     for k in range(len(ins)):
-        p = source_pos(sc, ins[k])
+        p = sc.position(ins[k])
         if p >= 0:
             sc.T[p] += tangents[k]
-    tangent_sweep(sc.order, sc.n, sc.pos, sc.hit, sc.T, 1)
-    return [sc.T[sc.pos[(<Var>v).idx]] for v in outs]
+    tangent_sweep(sc.order, sc.n, sc.pos, sc.T, 1)
+    return [sc.T[sc.position(v)] for v in outs]
 
 
 def hvp(out, ins, V):
@@ -810,25 +843,21 @@ def hvp(out, ins, V):
     cdef intp kd = Vm.shape[0], n = len(ins), k, r, p
     if Vm.shape[1] != n:
         raise ValueError(f"hvp: {n} inputs but directions of length {Vm.shape[1]}")
-    cdef _Scratch sc = prepare([out], ins, kd, False)
+    cdef _Scratch sc = prepare([out], ins, kd)
     for k in range(n):
-        p = source_pos(sc, ins[k])
+        p = sc.position(ins[k])
         if p >= 0:
             for r in range(kd):
                 sc.T[p * kd + r] += Vm[r, k]
-    tangent_sweep(sc.order, sc.n, sc.pos, sc.hit, sc.T, kd)
+    tangent_sweep(sc.order, sc.n, sc.pos, sc.T, kd)
     sc.zeroed(&sc.a, sc.n)
     sc.zeroed(&sc.at, sc.n * kd)
-    cdef i64 o = (<Var>out).idx
-    if A.mark[o] == sc.source:
-        g = np.array([1.0 if (<Var>v).idx == o else 0.0 for v in ins])
-        return g, np.zeros((kd, n))
     sc.a[sc.n - 1] = 1.0
-    adjoint_sweep(sc.order, sc.n, sc.pos, sc.hit, sc.T, kd, sc.a, sc.at)
+    adjoint_sweep(sc.order, sc.n, sc.pos, sc.T, kd, sc.a, sc.at)
     grad = np.zeros(n)
     HV = np.zeros((kd, n))
     for k in range(n):
-        p = source_pos(sc, ins[k])
+        p = sc.position(ins[k])
         if p >= 0:
             grad[k] = sc.a[p]
             for r in range(kd):
@@ -1342,12 +1371,12 @@ def tape(y):
     """Every node ``y`` depends on, oldest first, ``y`` last: a list of
     (handle, op name, parent positions in this list, constant aux)."""
     cdef i64 o = node_of(y, "tape()"), j
-    cdef u32 walk = next_epoch(), unused = next_epoch(), hit = next_epoch()
+    cdef u32 walk = next_epoch()
     cdef i64* order = NULL
     cdef intp n, q
     checked_realloc(<void**>&order, A.nlive * SEG_SIZE, sizeof(i64))
     try:
-        n = collect(&o, 1, walk, unused, hit, order)
+        n = collect(&o, 1, walk, order)
         nodes = [order[q] for q in range(n - 1, -1, -1)]
     finally:
         free(order)
