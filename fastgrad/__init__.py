@@ -15,6 +15,10 @@ from fastgrad._engine import (
     sum,
     tanh,
 )
+from fastgrad.custom import Function, custom_op
+from fastgrad.gradcheck import GradcheckError, gradcheck
+from fastgrad.inspect import draw, graph_table, stats, to_dot
+from fastgrad.transforms import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp
 
 Value = Var  # micrograd code runs unchanged
 
@@ -23,4 +27,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Var", "Value", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs",
     "maximum", "minimum", "dot", "sum",
+    "grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
+    "graph_table", "to_dot", "draw", "stats", "gradcheck", "GradcheckError", "custom_op", "Function",
 ]
