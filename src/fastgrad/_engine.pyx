@@ -948,29 +948,41 @@ cdef Var constant_or_var(object o, str fname):
     raise TypeError(f"{fname}: expected Var or a real number, got {type(o).__name__}")
 
 
-cdef Var make_nary(u8 op, list items):
-    """One SUM/DOT node over ``items`` (Vars or real numbers; DOT: w0, x0, w1, x1, ...)."""
-    cdef intp n = len(items), m
+cdef inline i64 operand(object o, list keep, str fname) except -1:
+    """Node index of a Var operand; a number becomes a leaf whose handle ``keep`` holds until it is
+    referenced by the node being built."""
+    cdef Var v
+    if type(o) is Var:
+        return (<Var>o).idx
+    v = constant_or_var(o, fname)
+    if v is not o:
+        keep.append(v)
+    return v.idx
+
+
+cdef Var make_nary(u8 op, list first, list second):
+    """One SUM node over ``first``, or one DOT node over the pairs (first[k], second[k])."""
+    cdef intp n = len(first), m, width = 1 if second is None else 2
     cdef Var v
     cdef f64 y = 0.0
-    cdef i64* arg = <i64*>malloc(max(n, 1) * sizeof(i64))
+    cdef str fname = OP_NAMES[op]
+    cdef i64* arg = <i64*>malloc(max(width * n, 1) * sizeof(i64))
     if arg == NULL:
         raise MemoryError()
-    keep = []   # handles of constants made into leaves, alive until the node references them
+    keep = []
     try:
         for m in range(n):
-            v = constant_or_var(items[m], OP_NAMES[op])
-            if v is not items[m]:
-                keep.append(v)
-            arg[m] = v.idx
-        if op == OP_SUM:
+            arg[width * m] = operand(first[m], keep, fname)
+            if width == 2:
+                arg[2 * m + 1] = operand(second[m], keep, fname)
+        if width == 1:
             for m in range(n):
                 y += A.value[arg[m]]
         else:
-            for m in range(0, n, 2):
-                y += A.value[arg[m]] * A.value[arg[m + 1]]
+            for m in range(n):
+                y += A.value[arg[2 * m]] * A.value[arg[2 * m + 1]]
         v = Var.__new__(Var)
-        v.idx = new_nary(op, arg, n, n // 2 if op == OP_DOT else n, y)
+        v.idx = new_nary(op, arg, width * n, n, y)
         A.refc[v.idx] += 1
     finally:
         free(arg)
@@ -1064,7 +1076,7 @@ cdef class Var:
 
     def draw(self, path=None, **kwargs):
         """Render the graph of this value with Graphviz (needs the ``graph`` extra)."""
-        from fastgrad.inspect import draw
+        from fastgrad.inspection import draw
         return draw(self, path, **kwargs)
 
     # -- binary operators: Var ∘ Var, Var ∘ k, k ∘ Var --------------------------------------------------
@@ -1305,24 +1317,21 @@ def minimum(a, b):
 
 def dot(ws, xs):
     """sum_k ws[k] * xs[k] as ONE node (Vars or numbers); its derivative is one C loop."""
-    ws = list(ws)
-    xs = list(xs)
-    if len(ws) != len(xs):
-        raise ValueError(f"dot: sequences of different lengths ({len(ws)} and {len(xs)})")
-    if not ws:
+    cdef list w = ws if type(ws) is list else list(ws)
+    cdef list x = xs if type(xs) is list else list(xs)
+    if len(w) != len(x):
+        raise ValueError(f"dot: sequences of different lengths ({len(w)} and {len(x)})")
+    if not w:
         return make_leaf(0.0)
-    items = [None] * (2 * len(ws))
-    items[0::2] = ws
-    items[1::2] = xs
-    return make_nary(OP_DOT, items)
+    return make_nary(OP_DOT, w, x)
 
 
 def sum(vs):
     """sum_k vs[k] as ONE node (Vars or numbers)."""
-    items = list(vs)
+    cdef list items = vs if type(vs) is list else list(vs)
     if not items:
         return make_leaf(0.0)
-    return make_nary(OP_SUM, items)
+    return make_nary(OP_SUM, items, None)
 
 
 def custom(value, inputs, backward):
