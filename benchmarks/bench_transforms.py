@@ -15,7 +15,7 @@ import numpy as np
 
 import fastgrad as fg
 from fastgrad import _engine
-from fastgrad.inspect import stats
+from fastgrad.inspection import stats
 from fastgrad.transforms import grad, hessian, jvp
 
 

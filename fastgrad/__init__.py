@@ -17,7 +17,7 @@ from fastgrad._engine import (
 )
 from fastgrad.custom import Function, custom_op
 from fastgrad.gradcheck import GradcheckError, gradcheck
-from fastgrad.inspect import draw, graph_table, stats, to_dot
+from fastgrad.inspection import draw, graph_table, stats, to_dot
 from fastgrad.transforms import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp
 
 Value = Var  # micrograd code runs unchanged

@@ -8,7 +8,7 @@ from conftest import run_python
 
 import fastgrad as fg
 from fastgrad.custom import custom_op
-from fastgrad.inspect import GraphRow, draw, graph_table, stats, to_dot
+from fastgrad.inspection import GraphRow, draw, graph_table, stats, to_dot
 
 
 def lecture_graph():
@@ -127,7 +127,7 @@ def test_draw_without_graphviz_says_how_to_install(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"pip install 'fastgrad\[graph\]'"):
         draw(y, tmp_path / "g.svg")
     with pytest.raises(ImportError, match="graphviz"):
-        y.draw(str(tmp_path / "g.svg"))   # the Var method binds fastgrad.inspect.draw
+        y.draw(str(tmp_path / "g.svg"))   # the Var method binds fastgrad.inspection.draw
     # .dot needs no graphviz
     out = y.draw(str(tmp_path / "g.dot"))
     assert open(out).read() == to_dot(y)
@@ -164,7 +164,7 @@ def test_draw_renders_through_graphviz_when_installed(monkeypatch, tmp_path):
 
 
 def test_inspect_never_imports_graphviz():
-    out = run_python("import sys, fastgrad, fastgrad.inspect, fastgrad.transforms; "
+    out = run_python("import sys, fastgrad, fastgrad.inspection, fastgrad.transforms; "
                      "print('graphviz' in sys.modules)")
     assert out.strip() == "False"
 
