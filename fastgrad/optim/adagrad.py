@@ -1,0 +1,48 @@
+"""Adagrad (PyTorch's `torch.optim.Adagrad`)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from fastgrad import _optim
+from fastgrad.optim.optimizer import Optimizer
+
+__all__ = ["Adagrad"]
+
+
+class Adagrad(Optimizer):
+    """g = grad + weight_decay·p; sum = sum + g²; p = p - clr·g / (√sum + eps), where
+    clr = lr / (1 + (t - 1)·lr_decay) at step t and sum starts at initial_accumulator_value."""
+
+    state_names = ("sum",)
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
+                 initial_accumulator_value: float = 0, eps: float = 1e-10, *, maximize: bool = False) -> None:
+        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
+                        "initial_accumulator_value": initial_accumulator_value, "maximize": maximize}
+        self._check(defaults)
+        super().__init__(params, defaults)
+
+    def _check(self, group: dict[str, Any]) -> None:
+        if not 0.0 <= group["lr"]:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        if not 0.0 <= group["lr_decay"]:
+            raise ValueError(f"Invalid lr_decay value: {group['lr_decay']}")
+        if not 0.0 <= group["weight_decay"]:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if not 0.0 <= group["initial_accumulator_value"]:
+            raise ValueError(f"Invalid initial_accumulator_value value: {group['initial_accumulator_value']}")
+        if not 0.0 <= group["eps"]:
+            raise ValueError(f"Invalid epsilon value: {group['eps']}")
+
+    def _initial_state(self, group: dict[str, Any], n: int) -> dict[str, Any]:
+        # NOTE: as in PyTorch, Adagrad's state exists from construction (the accumulator's initial value).
+        return {"step": 0, "sum": np.full(n, float(group["initial_accumulator_value"]), dtype=np.float64)}
+
+    def _update(self, group: dict[str, Any], index: np.ndarray, state: dict[str, Any]) -> None:
+        state_sum = self._array(state, "sum", len(index), float(group["initial_accumulator_value"]))
+        state["step"] = step = state.get("step", 0) + 1
+        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        _optim.adagrad_step(index, state_sum, clr, group["eps"], group["weight_decay"], group["maximize"])

@@ -1,0 +1,50 @@
+"""RMSprop, optionally centered and with momentum (PyTorch's `torch.optim.RMSprop`)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from fastgrad import _optim
+from fastgrad.optim.optimizer import Optimizer, empty
+
+__all__ = ["RMSprop"]
+
+
+class RMSprop(Optimizer):
+    """g = grad + weight_decay·p; v = α·v + (1-α)·g²; centered: ḡ = ḡ + (1-α)·(g - ḡ), avg = √(v - ḡ²),
+    else avg = √v; avg = avg + eps; with momentum μ > 0: buf = μ·buf + g/avg, p = p - lr·buf;
+    else p = p - lr·g/avg."""
+
+    state_names = ("square_avg", "momentum_buffer", "grad_avg")
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0, momentum: float = 0, centered: bool = False, *,
+                 maximize: bool = False) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
+                        "weight_decay": weight_decay, "maximize": maximize}
+        self._check(defaults)
+        super().__init__(params, defaults)
+
+    def _check(self, group: dict[str, Any]) -> None:
+        if not 0.0 <= group["lr"]:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        if not 0.0 <= group["eps"]:
+            raise ValueError(f"Invalid epsilon value: {group['eps']}")
+        if not 0.0 <= group["momentum"]:
+            raise ValueError(f"Invalid momentum value: {group['momentum']}")
+        if not 0.0 <= group["weight_decay"]:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if not 0.0 <= group["alpha"]:
+            raise ValueError(f"Invalid alpha value: {group['alpha']}")
+
+    def _update(self, group: dict[str, Any], index: np.ndarray, state: dict[str, Any]) -> None:
+        n = len(index)
+        momentum, centered = group["momentum"], group["centered"]
+        square_avg = self._array(state, "square_avg", n)
+        buf = self._array(state, "momentum_buffer", n) if momentum > 0 else empty()
+        grad_avg = self._array(state, "grad_avg", n) if centered else empty()
+        state["step"] = state.get("step", 0) + 1
+        _optim.rmsprop_step(index, square_avg, grad_avg, buf, group["lr"], group["alpha"], group["eps"],
+                            group["weight_decay"], momentum, centered, group["maximize"])

@@ -1,0 +1,45 @@
+"""SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's `torch.optim.SGD`)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from fastgrad import _optim
+from fastgrad.optim.optimizer import Optimizer, empty
+
+__all__ = ["SGD"]
+
+
+class SGD(Optimizer):
+    """g = grad + weight_decay·p; with momentum μ: buf = g at the first step, then
+    buf = μ·buf + (1 - dampening)·g, and g = g + μ·buf (nesterov) or buf; finally p = p - lr·g."""
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
+                        "nesterov": nesterov, "maximize": maximize}
+        self._check(defaults)
+        super().__init__(params, defaults)
+
+    def _check(self, group: dict[str, Any]) -> None:
+        if group["lr"] < 0.0:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        if group["momentum"] < 0.0:
+            raise ValueError(f"Invalid momentum value: {group['momentum']}")
+        if group["weight_decay"] < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def _update(self, group: dict[str, Any], index: np.ndarray, state: dict[str, Any]) -> None:
+        momentum = group["momentum"]
+        buf = state.get("momentum_buffer")
+        init = momentum != 0 and buf is None
+        if init:
+            buf = state["momentum_buffer"] = np.zeros(len(index), dtype=np.float64)
+        _optim.sgd_step(index, empty() if buf is None else buf, group["lr"], momentum, group["dampening"],
+                        group["weight_decay"], group["nesterov"], group["maximize"], init)

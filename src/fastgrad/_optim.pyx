@@ -1,0 +1,205 @@
+"""Optimizer update loops: one C loop over all parameters of a parameter group per step.
+
+Parameters are leaf nodes of the engine's arena, addressed by the int64 node indices of
+``fastgrad._engine.param_index``; their values and gradients are read and written in place through
+``value_ptr()`` / ``grad_ptr()``. Per-parameter state (momentum buffers, moment estimates) lives in float64
+NumPy arrays owned by the Python optimizer, entry ``i`` belonging to parameter ``index[i]``.
+
+Each update follows PyTorch's single-tensor implementation operation by operation (same formulas, same
+evaluation order), so float64 results agree with ``torch.optim`` to the last bit or within an ulp or so.
+The per-step scalars (bias corrections, decayed learning rates) are computed by the Python caller with
+Python floats, exactly as PyTorch computes them.
+
+WARNING: ``value_ptr()``/``grad_ptr()`` move whenever the arena grows. They are fetched at the start of each
+call and never kept, and the loops run with the GIL held: releasing it would let another thread create nodes,
+``realloc`` the arena and leave these pointers dangling. (A step over a few thousand parameters takes
+microseconds; there is nothing to gain from ``nogil`` here.)
+"""
+from libc.math cimport sqrt
+
+from fastgrad._engine cimport grad_ptr, value_ptr
+from fastgrad._types cimport f64, i64, intp
+
+
+# ---- checks shared by the entry points ----
+
+cdef int check_state(const i64[::1] index, f64[::1] state, bint used, str name) except -1:
+    """A state array used by this update must have one entry per parameter."""
+    if used and state.shape[0] != index.shape[0]:
+        raise ValueError(f"{name} has {state.shape[0]} entries for {index.shape[0]} parameters")
+    return 0
+
+
+cdef inline f64 lerp(f64 start, f64 end, f64 weight) noexcept nogil:
+    """torch.lerp: start + weight·(end - start), evaluated from the nearer end as ATen does."""
+    if weight < 0.5 and weight > -0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1.0 - weight)
+
+
+# ---- zero_grad ----
+
+def zero_grad(const i64[::1] index not None):
+    """grad[index[i]] = 0.0 for every i."""
+    cdef f64* grad = grad_ptr()
+    cdef intp i
+    for i in range(index.shape[0]):
+        grad[index[i]] = 0.0
+
+
+# ---- SGD ----
+
+def sgd_step(const i64[::1] index not None, f64[::1] momentum_buffer not None, f64 lr, f64 momentum,
+             f64 dampening, f64 weight_decay, bint nesterov, bint maximize, bint init_buffer):
+    """torch.optim.SGD: g += wd·p; buf = g (first step) or momentum·buf + (1 - dampening)·g;
+    g = g + momentum·buf (nesterov) or buf; p -= lr·g. ``momentum_buffer`` is unused when momentum == 0."""
+    check_state(index, momentum_buffer, momentum != 0.0, "momentum_buffer")
+    sgd_loop(&index[0] if index.shape[0] else NULL, index.shape[0],
+             &momentum_buffer[0] if momentum_buffer.shape[0] else NULL,
+             lr, momentum, dampening, weight_decay, nesterov, maximize, init_buffer)
+
+
+cdef void sgd_loop(const i64* index, intp n, f64* buf, f64 lr, f64 momentum, f64 dampening,
+                   f64 weight_decay, bint nesterov, bint maximize, bint init_buffer) noexcept:
+    cdef f64* value = value_ptr()
+    cdef f64* grad = grad_ptr()
+    cdef intp i
+    cdef i64 j
+    cdef f64 g, b
+    for i in range(n):
+        j = index[i]
+        g = -grad[j] if maximize else grad[j]
+        if weight_decay != 0.0:
+            g = g + weight_decay * value[j]
+        if momentum != 0.0:
+            if init_buffer:
+                b = g
+            else:
+                b = buf[i] * momentum + (1.0 - dampening) * g
+            buf[i] = b
+            g = g + momentum * b if nesterov else b
+        value[j] = value[j] + -lr * g
+
+
+# ---- Adagrad ----
+
+def adagrad_step(const i64[::1] index not None, f64[::1] state_sum not None, f64 clr, f64 eps,
+                 f64 weight_decay, bint maximize):
+    """torch.optim.Adagrad: g += wd·p; sum += g·g; p -= clr·g / (√sum + eps), where the caller computed
+    clr = lr / (1 + (step - 1)·lr_decay)."""
+    check_state(index, state_sum, True, "sum")
+    if index.shape[0]:
+        adagrad_loop(&index[0], index.shape[0], &state_sum[0], clr, eps, weight_decay, maximize)
+
+
+cdef void adagrad_loop(const i64* index, intp n, f64* state_sum, f64 clr, f64 eps, f64 weight_decay,
+                       bint maximize) noexcept:
+    cdef f64* value = value_ptr()
+    cdef f64* grad = grad_ptr()
+    cdef intp i
+    cdef i64 j
+    cdef f64 g, s
+    for i in range(n):
+        j = index[i]
+        g = -grad[j] if maximize else grad[j]
+        if weight_decay != 0.0:
+            g = g + weight_decay * value[j]
+        s = state_sum[i] + 1.0 * g * g
+        state_sum[i] = s
+        value[j] = value[j] + -clr * g / (sqrt(s) + eps)
+
+
+# ---- RMSprop ----
+
+def rmsprop_step(const i64[::1] index not None, f64[::1] square_avg not None, f64[::1] grad_avg not None,
+                 f64[::1] momentum_buffer not None, f64 lr, f64 alpha, f64 eps, f64 weight_decay,
+                 f64 momentum, bint centered, bint maximize):
+    """torch.optim.RMSprop: g += wd·p; v = α·v + (1-α)·g²; avg = √(v - ḡ²) with ḡ = lerp(ḡ, g, 1-α) when
+    centered, else √v; avg += eps; then buf = momentum·buf + g/avg, p -= lr·buf (momentum > 0) or
+    p -= lr·g/avg."""
+    check_state(index, square_avg, True, "square_avg")
+    check_state(index, grad_avg, centered, "grad_avg")
+    check_state(index, momentum_buffer, momentum > 0.0, "momentum_buffer")
+    if index.shape[0]:
+        rmsprop_loop(&index[0], index.shape[0], &square_avg[0],
+                     &grad_avg[0] if centered else NULL,
+                     &momentum_buffer[0] if momentum > 0.0 else NULL,
+                     lr, alpha, eps, weight_decay, momentum, centered, maximize)
+
+
+cdef void rmsprop_loop(const i64* index, intp n, f64* square_avg, f64* grad_avg, f64* buf, f64 lr,
+                       f64 alpha, f64 eps, f64 weight_decay, f64 momentum, bint centered,
+                       bint maximize) noexcept:
+    cdef f64* value = value_ptr()
+    cdef f64* grad = grad_ptr()
+    cdef intp i
+    cdef i64 j
+    cdef f64 g, v, ga, avg, b
+    for i in range(n):
+        j = index[i]
+        g = -grad[j] if maximize else grad[j]
+        if weight_decay != 0.0:
+            g = g + weight_decay * value[j]
+        v = square_avg[i] * alpha + (1.0 - alpha) * g * g
+        square_avg[i] = v
+        if centered:
+            ga = lerp(grad_avg[i], g, 1.0 - alpha)
+            grad_avg[i] = ga
+            avg = sqrt(v + -1.0 * ga * ga)
+        else:
+            avg = sqrt(v)
+        avg = avg + eps
+        if momentum > 0.0:
+            b = buf[i] * momentum + 1.0 * g / avg
+            buf[i] = b
+            value[j] = value[j] + -lr * b
+        else:
+            value[j] = value[j] + -lr * g / avg
+
+
+# ---- Adam, AdamW ----
+
+def adam_step(const i64[::1] index not None, f64[::1] exp_avg not None, f64[::1] exp_avg_sq not None,
+              f64[::1] max_exp_avg_sq not None, f64 lr, f64 beta1, f64 beta2, f64 eps, f64 weight_decay,
+              f64 step_size, f64 bias_correction2_sqrt, bint decoupled_weight_decay, bint amsgrad,
+              bint maximize):
+    """torch.optim.Adam (AdamW with ``decoupled_weight_decay``): p *= 1 - lr·wd (AdamW) or g += wd·p (Adam);
+    m = lerp(m, g, 1-β1); v = β2·v + (1-β2)·g²; v̂ = max(v̂, v) (amsgrad);
+    p -= step_size·m / (√v / √bc2 + eps), with the caller's step_size = lr / (1 - β1^t), bc2 = 1 - β2^t."""
+    check_state(index, exp_avg, True, "exp_avg")
+    check_state(index, exp_avg_sq, True, "exp_avg_sq")
+    check_state(index, max_exp_avg_sq, amsgrad, "max_exp_avg_sq")
+    if index.shape[0]:
+        adam_loop(&index[0], index.shape[0], &exp_avg[0], &exp_avg_sq[0],
+                  &max_exp_avg_sq[0] if amsgrad else NULL, lr, beta1, beta2, eps, weight_decay,
+                  step_size, bias_correction2_sqrt, decoupled_weight_decay, amsgrad, maximize)
+
+
+cdef void adam_loop(const i64* index, intp n, f64* exp_avg, f64* exp_avg_sq, f64* max_exp_avg_sq, f64 lr,
+                    f64 beta1, f64 beta2, f64 eps, f64 weight_decay, f64 step_size,
+                    f64 bias_correction2_sqrt, bint decoupled, bint amsgrad, bint maximize) noexcept:
+    cdef f64* value = value_ptr()
+    cdef f64* grad = grad_ptr()
+    cdef intp i
+    cdef i64 j
+    cdef f64 g, p, m, v, vmax
+    for i in range(n):
+        j = index[i]
+        g = -grad[j] if maximize else grad[j]
+        p = value[j]
+        if weight_decay != 0.0:
+            if decoupled:
+                p = p * (1.0 - lr * weight_decay)
+            else:
+                g = g + weight_decay * p
+        m = lerp(exp_avg[i], g, 1.0 - beta1)
+        exp_avg[i] = m
+        v = exp_avg_sq[i] * beta2 + (1.0 - beta2) * g * g
+        exp_avg_sq[i] = v
+        if amsgrad:
+            vmax = max_exp_avg_sq[i]
+            if v > vmax or v != v:  # torch.maximum propagates nan
+                vmax = v
+            max_exp_avg_sq[i] = vmax
+            v = vmax
+        value[j] = p + -step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
