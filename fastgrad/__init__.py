@@ -29,4 +29,7 @@ __all__ = [
     "maximum", "minimum", "dot", "sum",
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "graph_table", "to_dot", "draw", "stats", "gradcheck", "GradcheckError", "custom_op", "Function",
+    "nn", "optim",
 ]
+
+from fastgrad import nn, optim  # noqa: E402  (fg.nn.MLP, fg.optim.SGD; neither imports this package's top)

@@ -1,0 +1,115 @@
+"""The `fastgrad` command: `python -m fastgrad demo|bench`, argument errors, the console script."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import fastgrad
+from fastgrad import cli, demo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
+
+
+def _run(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "fastgrad", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_python_m_fastgrad_demo_end_to_end():
+    proc = _run("demo", "--steps", "100", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "training accuracy 100% (100/100)" in proc.stdout
+    assert "ms/step" in proc.stdout
+    assert "100/100" in proc.stderr  # the progress bar (tqdm or the plain line)
+
+
+def test_demo_options_in_process(capsys):
+    assert cli.main(["demo", "--steps", "4", "--seed", "2", "--hidden", "8,4", "--optimizer", "adam",
+                     "--lr", "0.01", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "MLP(2, [8, 4, 1])" in out and "Adam lr 0.01" in out and "4 steps" in out
+
+
+@pytest.mark.parametrize("args", [
+    ["demo", "--steps", "0"],
+    ["demo", "--steps", "many"],
+    ["demo", "--hidden", "16,x"],
+    ["demo", "--hidden", "0"],
+    ["demo", "--optimizer", "lbfgs"],
+    ["demo", "--lr", "-1"],
+    ["frobnicate"],
+    [],
+])
+def test_bad_arguments_exit_with_status_2(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    assert info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0 and fastgrad.__version__ in capsys.readouterr().out
+
+
+def test_bench_moons_only_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
+    # the slow pure-Python implementations are swapped for a fast one: this tests the command, not speed
+    impls = demo.moons_step_implementations
+
+    def fast_only(*args):
+        chosen = [impl for impl in impls(*args) if impl[0].startswith("fastgrad")]
+        return chosen + [(demo.REFERENCE_NAME, chosen[1][1], 0)]
+
+    monkeypatch.setattr(demo, "moons_step_implementations", fast_only)
+    json_path = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--only", "moons", "--json", str(json_path)]
+    have_mpl = _importable("matplotlib")
+    if have_mpl:
+        argv += ["--plot", str(tmp_path / "bench.png")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| implementation | ms / step (median) | best |" in out
+    assert "| fastgrad.nn (one fused call per layer) |" in out
+    assert "target: fastgrad.nn (one fused call per layer) >= 250x" in out
+    data = json.loads(json_path.read_text())
+    assert data["machine"]["machine"] and data["engine"] == []
+    assert {r["implementation"] for r in data["moons_step"]} >= {"fastgrad.nn (one fused call per layer)"}
+    if have_mpl:
+        assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
+    real_find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    assert cli.main(["bench", "--quick", "--plot", "x.png"]) == 2
+    assert "needs matplotlib" in capsys.readouterr().err
+
+
+def test_markdown_table_of_moons_rows():
+    rows = [{"implementation": "a", "ms": 1.0, "best_ms": 0.5, "repeats": 3, "vs_reference": 100.0},
+            {"implementation": "micrograd", "ms": 50.0, "best_ms": 40.0, "repeats": 2, "vs_reference": 2.0}]
+    table = cli.moons_table(rows).splitlines()
+    assert table[0].endswith("speedup vs micrograd |")
+    assert table[2] == "| a | 1.000 | 0.500 | 3 | 100.0x | 50.0x |"
+
+
+def test_console_script_is_installed():
+    script = shutil.which("fastgrad", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("the fastgrad console script is not installed in this environment")
+    proc = subprocess.run([script, "demo", "--steps", "2", "--no-progress"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "ms/step" in proc.stdout
+
+
+def _importable(name):
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

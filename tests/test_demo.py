@@ -1,0 +1,182 @@
+"""The two-moons demo: data, training to 100% for seeds 0-4, backends agreeing, progress, plot."""
+import importlib.util
+import io
+import sys
+
+import numpy as np
+import pytest
+
+import fastgrad
+from fastgrad import demo, reference
+from fastgrad.data import make_moons
+
+# ---- data ----
+
+def test_make_moons_shapes_labels_and_determinism():
+    X, y = make_moons(100, noise=0.1, random_state=3)
+    assert X.shape == (100, 2) and X.dtype == np.float64 and sorted(set(y.tolist())) == [0, 1]
+    assert (y == 0).sum() == 50
+    X2, y2 = make_moons(100, noise=0.1, random_state=3)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    assert not np.array_equal(X, make_moons(100, noise=0.1, random_state=4)[0])
+
+
+def test_make_moons_without_noise_lies_on_the_half_circles():
+    X, y = make_moons(7, shuffle=False)
+    outer, inner = X[y == 0], X[y == 1]
+    assert np.allclose(np.hypot(outer[:, 0], outer[:, 1]), 1.0)
+    assert np.allclose(np.hypot(inner[:, 0] - 1.0, inner[:, 1] - 0.5), 1.0)
+    assert len(outer) == 3 and len(inner) == 4
+    _Xp, yp = make_moons((2, 5), shuffle=False)
+    assert (yp == 0).sum() == 2 and (yp == 1).sum() == 5
+
+
+def test_make_moons_is_sklearns_algorithm():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    for seed in range(3):
+        a = make_moons(100, noise=0.1, random_state=seed)
+        b = sklearn_datasets.make_moons(100, noise=0.1, random_state=seed)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_make_moons_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        make_moons(-1)
+    with pytest.raises(ValueError):
+        make_moons(10, noise=-0.1)
+    with pytest.raises(ValueError):
+        make_moons(10, random_state="seed")
+
+
+# ---- training ----
+
+@pytest.mark.parametrize("seed", range(5))
+def test_micrograds_recipe_reaches_100_percent_in_100_steps(seed):
+    X, y = demo.moons(seed)
+    backend = demo.FusedBackend(demo.initial_weights(2, (16, 16), seed), X, y, steps=100)
+    result = demo.train(backend, 100, progress=False)
+    assert result.first_perfect is not None
+    assert demo.accuracy(backend.predict(X), y) == 1.0
+    assert result.losses[-1] < 0.05
+
+
+def test_adam_option_trains_too():
+    X, y = demo.moons(0)
+    weights = demo.initial_weights(2, (16, 16), 0)
+    backend = demo.FusedBackend(weights, X, y, 100, "adam", demo.DEFAULT_LR["adam"])
+    demo.train(backend, 100, progress=False)
+    assert demo.accuracy(backend.predict(X), y) == 1.0
+
+
+def test_every_backend_computes_the_same_steps():
+    X, y = demo.moons(1)
+    weights = demo.initial_weights(2, (16, 16), 1)
+    steps = 3
+    backends = [
+        demo.FusedBackend(weights, X, y, steps),
+        demo.EngineBackend(fastgrad, weights, X, y, steps),
+        demo.EngineBackend(reference, weights, X, y, steps),
+        demo.ScalarBackend(weights, X, y, steps),
+        demo.ScalarBackend(weights, X, y, steps, Value=reference.Value, name="reference, micrograd-style"),
+    ]
+    if importlib.util.find_spec("micrograd") is not None:
+        backends.append(demo.MicrogradBackend(weights, X, y, steps))
+    runs = [[b.step() for _ in range(steps)] for b in backends]
+    for run in runs[1:]:
+        assert [loss for loss, _ in run] == pytest.approx([loss for loss, _ in runs[0]], rel=1e-12, abs=1e-12)
+        assert [acc for _, acc in run] == [acc for _, acc in runs[0]]
+
+
+def test_adam_backends_agree():
+    X, y = demo.moons(2)
+    weights = demo.initial_weights(2, (4,), 2)
+    fused = demo.FusedBackend(weights, X, y, 3, "adam", 0.05)
+    plain = demo.EngineBackend(reference, weights, X, y, 3, "adam", 0.05)
+    expected = [plain.step()[0] for _ in range(3)]
+    assert [fused.step()[0] for _ in range(3)] == pytest.approx(expected, rel=1e-12)
+
+
+def test_torch_backend_agrees_when_installed():
+    pytest.importorskip("torch")
+    X, y = demo.moons(0)
+    weights = demo.initial_weights(2, (16, 16), 0)
+    torch_losses = [demo.TorchBackend(weights, X, y, 3).step()[0]]
+    fused_loss = demo.FusedBackend(weights, X, y, 3).step()[0]
+    assert torch_losses[0] == pytest.approx(fused_loss, rel=1e-12)
+
+
+# ---- the command ----
+
+def test_run_prints_accuracy_and_timing():
+    out = io.StringIO()
+    assert demo.run(steps=100, seed=0, progress=False, out=out) == 0
+    text = out.getvalue()
+    assert "MLP(2, [16, 16, 1]), 337 parameters" in text
+    assert "training accuracy 100% (100/100)" in text
+    assert "ms/step" in text
+
+
+def test_run_with_few_steps_and_other_options():
+    out = io.StringIO()
+    assert demo.run(steps=3, seed=4, hidden=[8], optimizer="adam", lr=0.02, progress=False, out=out) == 0
+    text = out.getvalue()
+    assert "MLP(2, [8, 1]), 33 parameters" in text and "Adam lr 0.02" in text and "3 steps" in text
+
+
+def test_compare_prints_speedups(monkeypatch):
+    monkeypatch.setattr(demo, "_importable", lambda name: False)  # keep micrograd out: it is slow
+    out = io.StringIO()
+    demo.run(steps=2, seed=0, compare=True, progress=False, out=out)
+    text = out.getvalue()
+    assert "fastgrad.reference" in text and "fg.Value, micrograd-style" in text
+    assert "x faster" in text and "micrograd is not installed" in text
+
+
+def test_progress_falls_back_to_a_plain_line_without_tqdm(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    err = io.StringIO()
+    bar = demo.Progress(20, "train", file=err)
+    assert bar.bar is None
+    for k in range(20):
+        bar.update(0.5, 1.0 if k > 10 else 0.5)
+    bar.close()
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("train: 20/20 [") and "acc 100%" in lines[-1]
+
+
+def test_progress_uses_tqdm_when_installed():
+    pytest.importorskip("tqdm")
+    err = io.StringIO()
+    bar = demo.Progress(3, "train", file=err)
+    for _ in range(3):
+        bar.update(0.25, 1.0)
+    bar.close()
+    assert bar.bar is not None and "3/3" in err.getvalue() and "loss=0.2500" in err.getvalue()
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "moons.png"
+    assert demo.run(steps=2, progress=False, plot=str(path), out=io.StringIO()) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(demo, "_have_matplotlib", lambda: False)
+    assert demo.run(steps=2, progress=False, plot=str(tmp_path / "x.png")) == 2
+    assert "needs matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bench_moons_step_rows(monkeypatch):
+    fast = [impl for impl in demo.moons_step_implementations(*_small()) if impl[2] == 0][:1]
+    monkeypatch.setattr(demo, "moons_step_implementations",
+                        lambda *a: fast + [(demo.REFERENCE_NAME, fast[0][1], 0)])
+    rows = demo.bench_moons_step(quick=True)
+    assert [r["implementation"] for r in rows] == [fast[0][0], demo.REFERENCE_NAME]
+    assert all(r["ms"] > 0 and r["vs_reference"] > 0 for r in rows)
+
+
+def _small():
+    X, y = demo.moons(0)
+    return demo.initial_weights(2, (16, 16), 0), X, y, 100
