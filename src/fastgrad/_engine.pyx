@@ -304,7 +304,7 @@ cdef f64 eval_op(u8 op, f64 a, f64 b, f64 k) noexcept nogil:
     elif op == OP_RDIVC:
         return k / a
     elif op == OP_POWC:
-        return cm.pow(a, k)
+        return a * a if k == 2 else cm.pow(a, k)     # squares skip libm's pow (both correctly rounded)
     elif op == OP_RPOWC:
         return cm.pow(k, a)
     elif op == OP_NEG:
