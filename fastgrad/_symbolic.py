@@ -16,6 +16,7 @@ ops were applied while a transformed function ran (their nodes, so a sweep can f
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -35,6 +36,19 @@ Entry = Tuple[Any, str, Tuple[int, ...], float]
 def is_var(x: Any) -> bool:
     """True for a graph node handle."""
     return isinstance(x, fg.Var)
+
+
+def values_of(inputs: Sequence[Any], who: str) -> List[float]:
+    """The float value of each input (a Var or a real number); TypeError naming ``who`` and the position."""
+    values = []
+    for k, x in enumerate(inputs):
+        if isinstance(x, fg.Var):
+            values.append(x.data)
+        elif isinstance(x, numbers.Real):
+            values.append(float(x))
+        else:
+            raise TypeError(f"{who}: input {k} must be a Var or a real number, got {type(x).__name__}")
+    return values
 
 
 def scale(x: Expr, c: float) -> Expr:

@@ -59,15 +59,7 @@ class CustomOp:
         return rule
 
     def __call__(self, *inputs: Any) -> Any:
-        values = []
-        for k, x in enumerate(inputs):
-            if isinstance(x, fg.Var):
-                values.append(x.data)
-            elif isinstance(x, numbers.Real):
-                values.append(float(x))
-            else:
-                raise TypeError(f"custom op {self.name!r}: input {k} must be a Var or a real number, "
-                                f"got {type(x).__name__}")
+        values = _symbolic.values_of(inputs, f"custom op {self.name!r}")
         value = self.forward(*values)
         if isinstance(value, fg.Var) or not isinstance(value, numbers.Real):
             raise TypeError(f"custom op {self.name!r}: forward must return a real number (it is called with "

@@ -15,7 +15,7 @@ from typing import Any, Callable, List, Sequence
 import numpy as np
 
 import fastgrad as fg
-from fastgrad import transforms
+from fastgrad import _symbolic, transforms
 
 __all__ = ["gradcheck", "GradcheckError"]
 
@@ -69,14 +69,7 @@ def gradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-8, r
         raise ValueError(f"gradcheck: eps must be positive, got {eps}")
     if isinstance(inputs, (fg.Var, numbers.Real)):
         inputs = (inputs,)
-    point = []
-    for k, x in enumerate(inputs):
-        if isinstance(x, fg.Var):
-            point.append(x.data)
-        elif isinstance(x, numbers.Real):
-            point.append(float(x))
-        else:
-            raise TypeError(f"gradcheck: input {k} must be a number or a Var, got {type(x).__name__}")
+    point = _symbolic.values_of(inputs, "gradcheck")
     n = len(point)
     if n == 0:
         raise ValueError("gradcheck: no inputs to check")
