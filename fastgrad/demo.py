@@ -89,7 +89,8 @@ class _Backend:
 
 
 class FusedBackend(_Backend):
-    """fastgrad.nn + fastgrad.optim: each layer built in one engine call (a fused dot per neuron), the update in one C loop."""
+    """fastgrad.nn + fastgrad.optim: each layer built in one engine call (a fused dot per neuron), the
+    update in one C loop."""
 
     name = "fastgrad.nn (fused)"
 

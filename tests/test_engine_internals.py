@@ -65,7 +65,7 @@ def test_a_warm_loop_allocates_no_new_node_storage():
     w = fg.Var(0.5)
     c = w * 2.0            # built once, reused by every step
     caps = []
-    for step in range(300):
+    for _ in range(300):
         loss = fg.sum([(c * float(i) - 1.0) ** 2 for i in range(50)])
         w.grad = 0.0
         loss.backward()
@@ -102,6 +102,13 @@ def test_a_custom_rule_that_grows_the_arena_mid_sweep_keeps_gradients_right():
     assert x.grad == 3.0 * 2.0 + 5.0
 
 
+_RANDOM_OPS = [
+    lambda a, b: a * b, lambda a, b: a + b, lambda a, b: a / b, lambda a, b: (a * 0.3).tanh(),
+    lambda a, b: a.sigmoid() * b, lambda a, b: fg.dot([a, b], [b, 2.0]), lambda a, b: a ** 2.0,
+    lambda a, b: (a * 0.1).exp(), lambda a, b: fg.maximum(a, b), lambda a, b: a.sqrt() + b.log(),
+]
+
+
 def test_transform_sweeps_agree_with_backward_on_random_graphs():
     rng = random.Random(7)
     for _ in range(30):
@@ -109,11 +116,7 @@ def test_transform_sweeps_agree_with_backward_on_random_graphs():
         nodes = list(xs)
         for _ in range(25):
             a, b = rng.choice(nodes), rng.choice(nodes)
-            nodes.append(rng.choice([
-                lambda: a * b, lambda: a + b, lambda: a / b, lambda: (a * 0.3).tanh(),
-                lambda: a.sigmoid() * b, lambda: fg.dot([a, b], [b, 2.0]), lambda: a ** 2.0,
-                lambda: (a * 0.1).exp(), lambda: fg.maximum(a, b), lambda: a.sqrt() + b.log(),
-            ])())
+            nodes.append(rng.choice(_RANDOM_OPS)(a, b))
         out = fg.sum(nodes[-5:])
         for x in xs:
             x.grad = 0.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from itertools import repeat
 from typing import Any, Union
 
 from fastgrad._engine import Var, affine, dot, param_index
