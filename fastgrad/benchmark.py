@@ -185,24 +185,40 @@ def deep_chain(n=10 ** 6, n_baseline=10 ** 5, repeats=3):
             for phase in ("build", "backward", "free")]
 
 
+def _memory():
+    """(current, peak) resident bytes of this process.
+
+    WARNING: on Linux, getrusage's ru_maxrss is inherited through fork and exec, so a child started by a
+    parent with a large peak reports the parent's peak as its own baseline (this once halved the bytes/node
+    shown). /proc/self/status's VmRSS/VmHWM belong to the address space, which exec replaces.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+        return peak, peak
+
+
 def chain_child(implementation, n):
     """In a fresh process: build, backward and free a chain of n nodes; print peak RSS and times as JSON."""
-    import resource
-
     mod = fastgrad if implementation == "fastgrad" else reference
     _chain(mod, 10)  # import-time and first-use allocations belong to the baseline
     gc.disable()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0, _ = _memory()
     t0 = time.perf_counter()
     x, y = _chain(mod, n)
     y.backward()
     t1 = time.perf_counter()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _, peak = _memory()
     grad = x.grad
     del x, y
     t2 = time.perf_counter()
-    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    print(json.dumps({"bytes_per_node": (rss1 - rss0) * unit / n, "build_backward_s": t1 - t0,
+    print(json.dumps({"bytes_per_node": (peak - rss0) / n, "build_backward_s": t1 - t0,
                       "free_s": t2 - t1, "grad": grad}))
 
 
