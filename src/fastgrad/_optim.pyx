@@ -37,6 +37,14 @@ cdef inline f64 lerp(f64 start, f64 end, f64 weight) noexcept nogil:
     return end - (end - start) * (1.0 - weight)
 
 
+cdef inline f64 coupled_grad(f64 grad, f64 value, f64 weight_decay, bint maximize) noexcept nogil:
+    """The gradient an update follows: negated to maximize, plus L2 weight decay (PyTorch's order)."""
+    cdef f64 g = -grad if maximize else grad
+    if weight_decay != 0.0:
+        g = g + weight_decay * value
+    return g
+
+
 # ---- zero_grad ----
 
 def zero_grad(const i64[::1] index not None):
@@ -68,9 +76,7 @@ cdef void sgd_loop(const i64* index, intp n, f64* buf, f64 lr, f64 momentum, f64
     cdef f64 g, b
     for i in range(n):
         j = index[i]
-        g = -grad[j] if maximize else grad[j]
-        if weight_decay != 0.0:
-            g = g + weight_decay * value[j]
+        g = coupled_grad(grad[j], value[j], weight_decay, maximize)
         if momentum != 0.0:
             if init_buffer:
                 b = g
@@ -101,9 +107,7 @@ cdef void adagrad_loop(const i64* index, intp n, f64* state_sum, f64 clr, f64 ep
     cdef f64 g, s
     for i in range(n):
         j = index[i]
-        g = -grad[j] if maximize else grad[j]
-        if weight_decay != 0.0:
-            g = g + weight_decay * value[j]
+        g = coupled_grad(grad[j], value[j], weight_decay, maximize)
         s = state_sum[i] + 1.0 * g * g
         state_sum[i] = s
         value[j] = value[j] + -clr * g / (sqrt(s) + eps)
@@ -137,9 +141,7 @@ cdef void rmsprop_loop(const i64* index, intp n, f64* square_avg, f64* grad_avg,
     cdef f64 g, v, ga, avg, b
     for i in range(n):
         j = index[i]
-        g = -grad[j] if maximize else grad[j]
-        if weight_decay != 0.0:
-            g = g + weight_decay * value[j]
+        g = coupled_grad(grad[j], value[j], weight_decay, maximize)
         v = square_avg[i] * alpha + (1.0 - alpha) * g * g
         square_avg[i] = v
         if centered:
