@@ -36,15 +36,20 @@ def test_affine_matches_dot_plus_bias(activation):
 
 
 def test_affine_validates_its_input():
-    _, _, Wi, bi = _layer(2, 3, seed=2)
+    W, b, Wi, bi = _layer(2, 3, seed=2)   # W and b must stay alive: Wi and bi only index them
     with pytest.raises(ValueError, match="expected 2 inputs"):
         E.affine(Wi, bi, [1.0], "relu")
     with pytest.raises(ValueError, match="unknown activation"):
         E.affine(Wi, bi, [1.0, 2.0], "gelu")
     with pytest.raises(ValueError, match="biases"):
         E.affine(Wi, bi[:2], [1.0, 2.0])
-    with pytest.raises(ValueError, match="invalid node index"):
+    with pytest.raises(ValueError, match="not a live leaf"):
         E.affine(np.full((3, 2), -5, dtype=np.int64), bi, [1.0, 2.0])
+    dead = fg.Var(1.0)
+    dead_index = E.param_index([dead])[0]
+    del dead
+    with pytest.raises(ValueError, match="not a live leaf"):
+        E.affine(np.full((3, 2), dead_index, dtype=np.int64), bi, [1.0, 2.0])
     with pytest.raises(TypeError):
         E.affine(Wi, bi, ["a", 2.0])
 

@@ -1444,6 +1444,12 @@ def memory_stats():
     }
 
 
+cdef inline bint live_leaf(i64 i) noexcept:
+    """Is ``i`` the index of a leaf node that is still referenced?"""
+    return 0 <= i < A.cslot * SEG_SIZE and A.seg[i >> SEG_SHIFT].live and \
+        (i & SEG_MASK) < A.seg[i >> SEG_SHIFT].fill and A.refc[i] > 0 and A.op[i] == OP_LEAF
+
+
 _ACTIVATIONS = {None: OP_LEAF, "linear": OP_LEAF, "relu": OP_RELU, "tanh": OP_TANH, "sigmoid": OP_SIGMOID}
 
 
@@ -1463,13 +1469,12 @@ def affine(const i64[:, ::1] W, const i64[::1] b, xs, activation=None):
     if activation not in _ACTIVATIONS:
         raise ValueError(f"affine: unknown activation {activation!r}")
     cdef u8 act = _ACTIVATIONS[activation]
-    cdef i64 cap = A.cslot * SEG_SIZE
     for r in range(nout):
         for k in range(nin):
-            if W[r, k] < 0 or W[r, k] >= cap:
-                raise ValueError("affine: W holds an invalid node index")
-        if b.shape[0] and (b[r] < 0 or b[r] >= cap):
-            raise ValueError("affine: b holds an invalid node index")
+            if not live_leaf(W[r, k]):
+                raise ValueError("affine: W holds an index that is not a live leaf")
+        if b.shape[0] and not live_leaf(b[r]):
+            raise ValueError("affine: b holds an index that is not a live leaf")
     cdef i64* arg = <i64*>malloc(max(2 * nin, 1) * sizeof(i64))
     if arg == NULL:
         raise MemoryError()
