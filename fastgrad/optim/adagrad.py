@@ -26,16 +26,7 @@ class Adagrad(Optimizer):
         super().__init__(params, defaults)
 
     def _check(self, group: dict[str, Any]) -> None:
-        if not 0.0 <= group["lr"]:
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not 0.0 <= group["lr_decay"]:
-            raise ValueError(f"Invalid lr_decay value: {group['lr_decay']}")
-        if not 0.0 <= group["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
-        if not 0.0 <= group["initial_accumulator_value"]:
-            raise ValueError(f"Invalid initial_accumulator_value value: {group['initial_accumulator_value']}")
-        if not 0.0 <= group["eps"]:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
+        self._require_nonnegative(group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def _initial_state(self, group: dict[str, Any], n: int) -> dict[str, Any]:
         # NOTE: as in PyTorch, Adagrad's state exists from construction (the accumulator's initial value).

@@ -30,18 +30,14 @@ class Adam(Optimizer):
 
     def _check(self, group: dict[str, Any]) -> None:
         betas = group["betas"]
-        if not 0.0 <= group["lr"]:
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not 0.0 <= group["eps"]:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
+        self._require_nonnegative(group, "lr", "eps")
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         if not 0.0 <= betas[0] < 1.0:
             raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
         if not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= group["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        self._require_nonnegative(group, "weight_decay")
 
     def _update(self, group: dict[str, Any], index: np.ndarray, state: dict[str, Any]) -> None:
         n = len(index)

@@ -95,6 +95,15 @@ class Optimizer:
     def _check(self, group: dict[str, Any]) -> None:
         """Raise ValueError (PyTorch's messages) for invalid hyper-parameters of a group."""
 
+    @staticmethod
+    def _require_nonnegative(group: dict[str, Any], *names: str) -> None:
+        """PyTorch's `if not 0.0 <= x` checks, in order (NaN fails too), with its wording: "Invalid learning
+        rate: x", "Invalid epsilon value: x", else "Invalid <name> value: x"."""
+        for name in names:
+            if not 0.0 <= group[name]:
+                label = {"lr": "learning rate", "eps": "epsilon value"}.get(name, f"{name} value")
+                raise ValueError(f"Invalid {label}: {group[name]}")
+
     def _initial_state(self, group: dict[str, Any], n: int) -> dict[str, Any]:
         """The state of a new group: empty (created lazily at its first step) unless overridden."""
         return {}
