@@ -352,3 +352,18 @@ def test_micrograds_nn_trains_on_fg_value():
     ref_losses, ref_acc = _micrograd_training(reference.Value)
     assert losses == pytest.approx(ref_losses, rel=1e-12, abs=1e-12)
     assert acc == ref_acc
+
+
+@pytest.mark.parametrize("clone", ["pickle", "deepcopy"])
+def test_a_copied_model_never_reuses_the_originals_node_indices(clone):
+    import copy
+    import pickle
+
+    model = nn.MLP(3, [4, 2], rng=random.Random(1))
+    x = [0.1, -0.2, 0.3]
+    before = [v.data for v in model(x)]        # the layers now cache the original's node indices
+    twin = pickle.loads(pickle.dumps(model)) if clone == "pickle" else copy.deepcopy(model)
+    del model                                   # free the original's parameters ...
+    filler = [fastgrad.Var(9.0) for _ in range(200)]   # ... and reuse their slots for other leaves
+    assert [v.data for v in twin(x)] == before
+    assert all(v.data == 9.0 for v in filler)
