@@ -166,8 +166,23 @@ def _walk(x: Any, leaves: List[Any], what: str) -> _TreeDef:
 _LEAF = _TreeDef("leaf")
 
 
-def _float_leaves(values: Sequence[Any]) -> List[Any]:
-    return [v if isinstance(v, fg.Var) else float(v) for v in values]
+def _contains_var(objs: Sequence[Any]) -> bool:
+    """Is a Var anywhere in these objects or inside their lists, tuples, dicts or object arrays?"""
+    stack, seen = list(objs), set()
+    while stack:
+        x = stack.pop()
+        if isinstance(x, fg.Var):
+            return True
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, (list, tuple)):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, np.ndarray) and x.dtype == object:
+            stack.extend(x.ravel().tolist())
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,7 +249,7 @@ def _check_pair(primals: Any, tangents: Any, name: str) -> Tuple[List[Any], _Tre
     if p_def != t_def:
         raise ValueError(f"{name} called with different primal and tangent shapes: primals {p_def!r}, "
                          f"tangents {t_def!r}")
-    return _float_leaves(t_leaves), t_def
+    return t_leaves, t_def
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -249,10 +264,7 @@ def _fresh(x: Any) -> Any:
     """
     if not isinstance(x, fg.Var):
         return fg.Var(x)
-    node = x + 0.0
-    if node is x:  # the engine folded the identity away
-        node = x * 1.0
-    return node
+    return x + 0.0   # always a new 'addc' node
 
 
 class _Trace:
@@ -270,7 +282,7 @@ class _Trace:
         diff = args[argnums[0]] if single else tuple(args[i] for i in argnums)
         self.in_leaves, self.in_def = _flatten(diff, f"{name}: argument")
         others = [a for i, a in enumerate(args) if i not in argnums] + list(kwargs.values())
-        self.concrete_in = not any(isinstance(v, fg.Var) for v in self.in_leaves + others)
+        self.concrete_in = not _contains_var(self.in_leaves + others)
         self.ins = [_fresh(v) for v in self.in_leaves]
         new_diff = self.in_def.unflatten(self.ins)
         call_args = list(args)
@@ -294,9 +306,9 @@ class _Trace:
         if not self.symbolic and _symbolic.depth() > 0 and any(isinstance(o, fg.Var) for o in self.outs):
             # Nested in another transform: stay differentiable if the output reaches Vars made outside.
             self.symbolic = self._has_foreign_leaves()
-        # The engine's reverse sweep runs custom ops' Python backward, but its tangent sweeps cannot push
-        # tangents through them: forward mode then takes the Python sweep, which uses their jvp rules.
-        self.fast_forward = not self.symbolic and not self.customs
+        # The C sweeps serve every concrete trace; forward mode falls back to the Python sweep (which uses
+        # custom ops' jvp rules) only when the engine reports a custom op that depends on the inputs.
+        self.fast_forward = not self.symbolic
 
     # --- where the inputs, outputs and custom ops sit on one tape (differentiable path and fallbacks)
     def located(self) -> Tuple[list, List[int], List[Optional[int]], Dict[int, Any]]:
@@ -349,9 +361,7 @@ class _Trace:
                 sweep = iter(swept)
                 return [float(next(sweep)) if isinstance(o, fg.Var) else 0.0 for o in self.outs]
             except NotImplementedError:
-                pass  # NOTE: the C sweep refuses any custom node it reaches, even one made outside fun (a
-                #       constant here, as nothing flows into it from the inputs); the Python sweep below
-                #       only visits nodes that depend on the inputs.
+                pass  # a custom op depends on the inputs: the Python sweep below applies its jvp rule
         tape, in_pos, out_pos, custom = self.located()
         seeds = dict(zip(in_pos, tangents))
         sweep = iter(_symbolic.forward(tape, seeds, [p for p in out_pos if p is not None], custom))
@@ -381,7 +391,7 @@ class _Trace:
                 _, HV = _engine.hvp(out, self.ins, V)
                 return [[float(h) for h in row] for row in HV]
             except NotImplementedError:
-                pass  # a custom node made outside fun (see jvp above)
+                pass  # a custom op depends on the inputs (see jvp above)
         # The gradient as graph nodes, then its derivative along each direction (a tangent sweep).
         tape, in_pos, out_pos, custom = self.located()
         grads = _symbolic.reverse(tape, {out_pos[0]: 1.0}, in_pos, custom)
@@ -488,7 +498,6 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> Tuple[Any, ...]:
                             f"{trace.out_def!r}, got {ct_def!r}")
         if ct_def != trace.out_def:
             raise ValueError(f"vjp: cotangent shapes {ct_def!r} differ from the output's {trace.out_def!r}")
-        leaves = _float_leaves(leaves)
         symbolic = trace.symbolic or any(isinstance(c, fg.Var) for c in leaves)
         return trace.in_def.unflatten(_finish(trace.vjp(leaves), symbolic))
 

@@ -726,3 +726,33 @@ def test_transforms_free_their_graphs_without_the_cyclic_gc():
         gc.enable()
     assert after["nodes_capacity"] == before["nodes_capacity"]
     assert after["segments_live"] <= before["segments_live"] + 1
+
+
+@pytest.mark.parametrize("wrap", [lambda w: w, lambda w: [w], lambda w: (w,), lambda w: {"w": w}])
+def test_a_var_inside_a_container_argument_keeps_the_result_differentiable(wrap):
+    w = fg.Var(3.0)
+
+    def f(x, ws):
+        inner = ws if isinstance(ws, fg.Var) else (ws["w"] if isinstance(ws, dict) else ws[0])
+        return x * x * inner
+
+    g = fg.grad(f)(2.0, wrap(w))
+    assert isinstance(g, fg.Var) and g.data == 12.0
+    g.backward()
+    assert w.grad == 4.0                     # d/dw (2·x·w) at x = 2
+
+
+def test_forward_mode_stays_in_c_when_a_custom_op_does_not_depend_on_the_inputs(monkeypatch):
+    cube = fg.custom_op(lambda t: t ** 3, lambda g, t: (3 * t * t * g,))
+    k = cube(fg.Var(2.0))                     # a constant for the transforms below
+
+    def f(x):
+        return fg.sin(x) * x * k
+
+    def no_python_sweep(*args, **kwargs):
+        raise AssertionError("the Python forward sweep ran")
+
+    monkeypatch.setattr(_symbolic, "forward", no_python_sweep)
+    x = 0.7
+    assert fg.jvp(f, (x,), (1.0,))[1] == pytest.approx((math.cos(x) * x + math.sin(x)) * 8.0, rel=1e-12)
+    assert fg.hessian(f)(x) == pytest.approx((-math.sin(x) * x + 2 * math.cos(x)) * 8.0, rel=1e-12)
