@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-# bench: rows are dicts; the engine workloads come from fastgrad.benchmark (when present), the training
+# bench: rows are dicts; the engine workloads come from fastgrad.benchmark, the training
 # step from fastgrad.demo
 # ---------------------------------------------------------------------------------------------------
 
@@ -109,16 +109,15 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         print("error: --plot needs matplotlib, which is not installed: "
               "pip install matplotlib (or pip install 'fastgrad[plot]')", file=sys.stderr)
         return 2
-    from fastgrad import demo
+    from fastgrad import benchmark, demo
 
     info = machine_info()
     print(f"fastgrad {info['fastgrad']} bench{' --quick' if quick else ''}, {info['date']}, "
           f"on {info['machine']}", file=out)
     out.flush()
-    benchmark = _engine_benchmarks() if only != "moons" else None
     engine: list[dict[str, Any]] = []
     moons: list[dict[str, Any]] = []
-    if benchmark is not None:
+    if only != "moons":
         _status("engine workloads")
         engine = [dict(r) for r in benchmark.run_all(quick=quick)]
         print("\n## Engine workloads\n", file=out)
@@ -140,15 +139,6 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         plot_bench(engine, moons, plot_path, f"fastgrad bench on {info['machine']}")
         print(f"plot written to {plot_path}", file=out)
     return 0
-
-
-def _engine_benchmarks() -> Any:
-    """`fastgrad.benchmark` (the engine workloads), imported lazily; None when it is absent."""
-    try:
-        from fastgrad import benchmark
-    except ImportError:
-        return None
-    return benchmark if hasattr(benchmark, "run_all") and hasattr(benchmark, "markdown_table") else None
 
 
 def machine_info() -> dict[str, str]:
