@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
 from fastgrad._engine import Var, affine, dot, param_index
+from fastgrad.nn import functional as F
 from fastgrad.nn.module import Module
 
 __all__ = [
@@ -96,19 +97,15 @@ class Neuron(Module):
         self.w = [Var(uniform(-1, 1)) for _ in range(nin)]
         self.b = Var(0.0)
 
-    # NOTE: the fused node reads the cached row [b, *w]. Rebinding `w` or `b` refills that same list object
-    # in place (its Layer keeps a reference to it). Change values in place (`.data`, `load_state_dict`) or
-    # rebind the attributes; never assign items into `w`.
+    # NOTE: the fused node reads the cached row [b, *w], and layers cache node indices of w and b: both are
+    # rebuilt when `w` or `b` is rebound. Change values in place (`.data`, `load_state_dict`) or rebind the
+    # attributes; never assign items into `w`.
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name in ("w", "b"):
             _Generation.bump()
-        if name in ("w", "b") and "w" in self.__dict__ and "b" in self.__dict__:
-            row = self.__dict__.get("_bw")
-            if row is None:
+            if "w" in self.__dict__ and "b" in self.__dict__:
                 object.__setattr__(self, "_bw", [self.b, *self.w])
-            else:
-                row[:] = [self.b, *self.w]
 
     @property
     def nonlin(self) -> bool:
@@ -132,12 +129,11 @@ class Layer(Module):
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
         self.nin = nin
 
-    # NOTE: the neurons' fused rows and node-index arrays are cached (rebuilt when `neurons`, or a neuron's
-    # `w`/`b`, is rebound); replace neurons by rebinding the list, never by item assignment.
+    # NOTE: the node-index arrays are cached (rebuilt when `neurons`, or a neuron's `w`/`b`, is rebound);
+    # replace neurons by rebinding the list, never by item assignment.
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name == "neurons":
-            object.__setattr__(self, "_rows", [n._bw for n in value])
             _Generation.bump()
 
     def _index(self) -> None:
@@ -240,37 +236,30 @@ class Sequential(Module):
 
 
 class _Elementwise(Module):
-    """An activation applied to a Var or to each Var of a list."""
+    """An activation (from fastgrad.nn.functional) applied to a Var or to each Var of a list."""
 
-    fn: Callable[[Var], Var]
+    fn: Callable[[Any], Any]
 
     def forward(self, x: Any) -> Any:
-        f = type(self).fn
-        if isinstance(x, (list, tuple)):
-            return [f(_as_var(v)) for v in x]
-        return f(_as_var(x))
-
-
-def _as_var(x: Any) -> Var:
-    return x if isinstance(x, Var) else Var(x)
+        return type(self).fn(x)
 
 
 class ReLU(_Elementwise):
     """max(x, 0) elementwise."""
 
-    fn = Var.relu
+    fn = staticmethod(F.relu)
 
 
 class Tanh(_Elementwise):
     """tanh(x) elementwise."""
 
-    fn = Var.tanh
+    fn = staticmethod(F.tanh)
 
 
 class Sigmoid(_Elementwise):
     """1 / (1 + exp(-x)) elementwise."""
 
-    fn = Var.sigmoid
+    fn = staticmethod(F.sigmoid)
 
 
 class Identity(Module):
