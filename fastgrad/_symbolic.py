@@ -389,8 +389,7 @@ class CustomCall:
 
 class _State(threading.local):
     def __init__(self) -> None:
-        self.depth = 0
-        self.recordings: List[List[CustomCall]] = []
+        self.recordings: List[List[CustomCall]] = []   # one per running transform, innermost last
 
 
 _state = _State()
@@ -398,20 +397,18 @@ _state = _State()
 
 def depth() -> int:
     """How many transformed functions are running on this thread (0 outside every transform)."""
-    return _state.depth
+    return len(_state.recordings)
 
 
 @contextmanager
 def tracing() -> Iterator[List[CustomCall]]:
     """Run a transformed function: one level deeper, recording the custom ops it applies."""
     recording: List[CustomCall] = []
-    _state.depth += 1
     _state.recordings.append(recording)
     try:
         yield recording
     finally:
         _state.recordings.pop()
-        _state.depth -= 1
 
 
 def record_custom(call: CustomCall) -> None:

@@ -26,6 +26,7 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _check(self, group: dict[str, Any]) -> None:
+        # NOTE: PyTorch's SGD checks `x < 0.0` (NaN passes), unlike the others' `not 0.0 <= x`: kept as is.
         if group["lr"] < 0.0:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
         if group["momentum"] < 0.0:
