@@ -119,9 +119,14 @@ class FusedBackend(_Backend):
         return [self.model(p).data for p in points]
 
 
+def layer_sizes(weights: Weights) -> list[int]:
+    """[nin, n1, n2, ...] of the MLP that the weights describe."""
+    return [len(weights[0][0][0])] + [len(layer) for layer in weights]
+
+
 def mlp_from_weights(weights: Weights) -> nn.MLP:
     """A fastgrad.nn.MLP holding the given weights."""
-    sizes = [len(weights[0][0][0])] + [len(layer) for layer in weights]
+    sizes = layer_sizes(weights)
     model = nn.MLP(sizes[0], sizes[1:], rng=random.Random(0))
     for layer, layer_weights in zip(model.layers, weights):
         for neuron, (w, b) in zip(layer.neurons, layer_weights):
@@ -262,7 +267,7 @@ class MicrogradBackend(ScalarBackend):
     def _model(self, weights: Weights) -> Any:
         from micrograd.nn import MLP
 
-        sizes = [len(weights[0][0][0])] + [len(layer) for layer in weights]
+        sizes = layer_sizes(weights)
         model = MLP(sizes[0], sizes[1:])
         flat = [v for layer in weights for w, b in layer for v in (*w, b)]
         for p, value in zip(model.parameters(), flat):
