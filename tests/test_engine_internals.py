@@ -196,3 +196,11 @@ def test_forward_sweeps_pass_custom_nodes_that_do_not_depend_on_the_inputs():
     d = E.custom(27.0, [x], cube_rule)
     with pytest.raises(NotImplementedError, match="cube_rule"):
         E.jvp([d * 2.0], [x], [1.0])
+
+
+def test_jvp_pushes_a_block_of_directions_in_one_sweep_like_one_at_a_time():
+    rng = random.Random(3)
+    xs = [fg.Var(rng.uniform(0.5, 1.5)) for _ in range(3)]
+    outs = [xs[0] * xs[1], (xs[1] / xs[2]).tanh(), fg.dot(xs, xs), xs[2].exp()]
+    block = [[rng.uniform(-1, 1) for _ in xs] for _ in range(5)]
+    assert E.jvp(outs, xs, block) == [E.jvp(outs, xs, t) for t in block]

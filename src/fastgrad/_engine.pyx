@@ -818,19 +818,25 @@ cdef _Scratch prepare(list outs, list ins, intp kd):
 
 
 def jvp(outs, ins, tangents):
-    """Forward mode: d outs along ``tangents`` of ``ins`` (one tangent sweep in C). Returns floats."""
+    """Forward mode: d outs along ``tangents`` of ``ins``, by one tangent sweep in C.
+
+    ``tangents``: one per input (returns one float per output), or a 2-d (k, n) block of k directions,
+    all pushed in the same sweep (returns k lists).
+    """
     outs, ins = list(outs), list(ins)
-    tangents = [float(t) for t in tangents]
-    if len(tangents) != len(ins):
-        raise ValueError(f"jvp: {len(ins)} inputs but {len(tangents)} tangents")
-    cdef _Scratch sc = prepare(outs, ins, 1)
-    cdef intp k, p
+    cdef double[:, ::1] Tm = np.ascontiguousarray(np.atleast_2d(np.asarray(tangents, dtype=np.float64)))
+    cdef intp kd = Tm.shape[0], k, r, p
+    if Tm.shape[1] != len(ins):
+        raise ValueError(f"jvp: {len(ins)} inputs but tangents of length {Tm.shape[1]}")
+    cdef _Scratch sc = prepare(outs, ins, kd)
     for k in range(len(ins)):
         p = sc.position(ins[k])
         if p >= 0:
-            sc.T[p] += tangents[k]
-    tangent_sweep(sc.order, sc.n, sc.pos, sc.T, 1)
-    return [sc.T[sc.position(v)] for v in outs]
+            for r in range(kd):
+                sc.T[p * kd + r] += Tm[r, k]
+    tangent_sweep(sc.order, sc.n, sc.pos, sc.T, kd)
+    rows = [[sc.T[sc.position(v) * kd + r] for v in outs] for r in range(kd)]
+    return rows if np.ndim(tangents) == 2 else rows[0]
 
 
 def hvp(out, ins, V):
