@@ -375,6 +375,17 @@ class _Trace:
             mode = "fwd" if n < m else "rev"
         if mode == "rev":
             return [self.vjp([1.0 if k == j else 0.0 for k in range(m)]) for j in range(m)]
+        var_outs = [o for o in self.outs if isinstance(o, fg.Var)]
+        if self.fast_forward and var_outs:
+            try:  # every column in ONE tangent sweep (n directions at once)
+                swept = _engine.jvp(var_outs, self.ins, np.eye(n))
+                cols = []
+                for row in swept:
+                    it = iter(row)
+                    cols.append([float(next(it)) if isinstance(o, fg.Var) else 0.0 for o in self.outs])
+                return [[cols[i][j] for i in range(n)] for j in range(m)]
+            except NotImplementedError:
+                pass  # a custom op depends on the inputs: column by column, through its jvp rule
         cols = [self.jvp([1.0 if k == i else 0.0 for k in range(n)]) for i in range(n)]
         return [[cols[i][j] for i in range(n)] for j in range(m)]
 
