@@ -169,6 +169,16 @@ cdef inline i64* args_of(i64 i) noexcept nogil:
     return A.seg[i >> SEG_SHIFT].arg + A.p0[i]
 
 
+cdef inline bint is_nary(u8 op) noexcept nogil:
+    """Does an op keep its operands in the side array (not in p0/p1)? (A custom op may have none.)"""
+    return op == OP_SUM or op == OP_DOT or op == OP_CUSTOM
+
+
+cdef inline i64 nary_slots(i64 i) noexcept nogil:
+    """How many side-array slots n-ary node ``i`` uses: a dot node two per pair, the others one each."""
+    return A.p1[i] * (2 if A.op[i] == OP_DOT else 1)
+
+
 cdef void release(intp s) noexcept:
     """Every node of segment ``s`` is freed: reset it if it is the tail, else return it to the pool."""
     cdef Segment* seg = &A.seg[s]
@@ -194,7 +204,7 @@ cdef inline void push(i64* head, i64 i) noexcept:
 
 cdef void drop(i64 i) noexcept:
     """One reference to node ``i`` is gone: free it, and iteratively every node only it kept alive."""
-    cdef i64 head = -1, p, n, m
+    cdef i64 head = -1, p, m
     cdef i64* arg
     cdef intp s
     cdef u8 op
@@ -206,10 +216,9 @@ cdef void drop(i64 i) noexcept:
         i = head
         memcpy(&head, &A.aux[i], sizeof(i64))
         op = A.op[i]
-        if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+        if is_nary(op):
             arg = args_of(i)
-            n = A.p1[i] * (2 if op == OP_DOT else 1)
-            for m in range(n):
+            for m in range(nary_slots(i)):
                 p = arg[m]
                 A.refc[p] -= 1
                 if A.refc[p] == 0:
@@ -573,7 +582,7 @@ cdef intp collect(const i64* out, intp nout, u32 walk, i64* order) except -1:
     ``order`` must have room for every node of the live segments.
     """
     cdef intp pending = 0, n = 0, k, m
-    cdef i64 i = -1, j, base, cnt
+    cdef i64 i = -1, j, base
     cdef i64* arg
     cdef u8 op
     cdef intp s
@@ -590,10 +599,9 @@ cdef intp collect(const i64* out, intp nout, u32 walk, i64* order) except -1:
                 order[n] = j
                 n += 1
                 op = A.op[j]
-                if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+                if is_nary(op):
                     arg = args_of(j)
-                    cnt = A.p1[j] * (2 if op == OP_DOT else 1)
-                    for m in range(cnt):
+                    for m in range(nary_slots(j)):
                         visit(arg[m], walk, &pending)
                 elif op != OP_LEAF:
                     visit(A.p0[j], walk, &pending)
@@ -608,7 +616,7 @@ cdef intp collect(const i64* out, intp nout, u32 walk, i64* order) except -1:
 cdef i64 dependent_custom(const i64* order, intp n, const i64* pos, u8* dep) noexcept nogil:
     """Propagate ``dep`` (set beforehand on the inputs' positions) in creation order: does a node depend
     on an input? Returns the first custom node that does (its derivative is Python's), or -1."""
-    cdef intp q, m, cnt, at
+    cdef intp q, m, at
     cdef i64 j
     cdef i64* arg
     cdef u8 op
@@ -618,10 +626,9 @@ cdef i64 dependent_custom(const i64* order, intp n, const i64* pos, u8* dep) noe
         op = A.op[j]
         if dep[at] or op == OP_LEAF:
             continue
-        if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+        if is_nary(op):
             arg = args_of(j)
-            cnt = A.p1[j] * (2 if op == OP_DOT else 1)
-            for m in range(cnt):
+            for m in range(nary_slots(j)):
                 dep[at] |= dep[pos[arg[m]]]
         else:
             dep[at] = dep[pos[A.p0[j]]] | (dep[pos[A.p1[j]]] if A.p1[j] >= 0 else 0)
@@ -1374,9 +1381,9 @@ cdef tuple parents_of(i64 j):
     cdef i64* arg
     if op == OP_LEAF:
         return ()
-    if op == OP_SUM or op == OP_DOT or op == OP_CUSTOM:
+    if is_nary(op):
         arg = args_of(j)
-        return tuple([arg[m] for m in range(A.p1[j] * (2 if op == OP_DOT else 1))])
+        return tuple([arg[m] for m in range(nary_slots(j))])
     if A.p1[j] >= 0:
         return (A.p0[j], A.p1[j])
     return (A.p0[j],)
