@@ -1498,10 +1498,7 @@ def affine(const i64[:, ::1] W, const i64[::1] b, xs, activation=None):
     cdef f64 y
     try:
         for k in range(nin):
-            v = constant_or_var(items[k], "affine")
-            if v is not items[k]:
-                keep.append(v)
-            arg[2 * k + 1] = v.idx
+            arg[2 * k + 1] = operand(items[k], keep, "affine")
         for r in range(nout):
             # NOTE: the handle exists before its nodes (allocation may run the GC; see make()).
             v = Var.__new__(Var)
