@@ -341,7 +341,7 @@ class _Trace:
                 return [0.0] * len(self.ins)
             if len(weighted) == 1:
                 c, o = weighted[0]
-                return [float(g) * c for g in _engine.grad(o, self.ins)]
+                return [float(g) for g in _engine.grad(o, self.ins, c)]
             node = fg.dot([c for c, _ in weighted], [o for _, o in weighted])
             return [float(g) for g in _engine.grad(node, self.ins)]
         tape, in_pos, out_pos, custom = self.located()

@@ -878,8 +878,11 @@ def hvp(out, ins, V):
     return grad, HV
 
 
-def grad(out, ins):
-    """d ``out`` / d ``ins`` by one reverse sweep into a private buffer: no ``.grad`` is touched."""
+def grad(out, ins, seed=1.0):
+    """``seed`` · d ``out`` / d ``ins`` by one reverse sweep into a private buffer: no ``.grad`` is touched.
+
+    The seed enters the sweep (a custom op's rule sees it as its incoming gradient), never multiplied in
+    afterwards, so a rule that ignores its gradient gives a wrong vjp that checks can catch."""
     ins = list(ins)
     cdef i64 o = node_of(out, "output"), j
     cdef intp n = len(ins), k
@@ -888,7 +891,7 @@ def grad(out, ins):
     checked_realloc(<void**>&adj, A.cslot * SEG_SIZE, sizeof(f64))
     try:
         epoch = next_epoch()
-        reverse_pass(o, 1.0, adj, epoch)
+        reverse_pass(o, as_float(seed, "grad seed"), adj, epoch)
         for k in range(n):
             j = node_of(ins[k], "inputs")
             if A.mark[j] == epoch:
@@ -924,6 +927,14 @@ cdef int as_real(object o, f64* out) except -1:
         out[0] = float(o)
         return 1
     return 0
+
+
+cdef f64 as_float(object o, str what) except? -1.0:
+    """``o`` as a float64 if it is a real number (see ``as_real``), else TypeError naming ``what``."""
+    cdef f64 x
+    if not as_real(o, &x):
+        raise TypeError(f"{what} must be a real number, got {type(o).__name__}")
+    return x
 
 
 cdef inline Var handle(i64 i):
@@ -1082,7 +1093,7 @@ cdef class Var:
 
     def backward(self, gradient=1.0):
         """Backpropagate from this node: d self / d leaf is added to every leaf's ``.grad``."""
-        reverse_pass(self.idx, float(gradient), NULL, next_epoch())
+        reverse_pass(self.idx, as_float(gradient, "backward() gradient"), NULL, next_epoch())
 
     def zero_grad(self):
         A.grad[self.idx] = 0.0
