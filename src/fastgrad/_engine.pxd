@@ -16,6 +16,7 @@ cdef enum Op:
     OP_POW           # a ** b
     OP_ADDC          # a + k
     OP_MULC          # a * k
+    OP_DIVC          # a / k             (IEEE division, never a * (1/k))
     OP_RSUBC         # k - a
     OP_RDIVC         # k / a
     OP_POWC          # a ** k

@@ -32,7 +32,7 @@ import numpy as np
 from fastgrad._types cimport f64, i64, u8, u32, intp
 
 OP_NAMES = (
-    "leaf", "add", "sub", "mul", "div", "pow", "addc", "mulc", "rsubc", "rdivc", "powc", "rpowc",
+    "leaf", "add", "sub", "mul", "div", "pow", "addc", "mulc", "divc", "rsubc", "rdivc", "powc", "rpowc",
     "neg", "abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "max", "min",
     "sum", "dot", "custom",
 )
@@ -308,12 +308,16 @@ cdef f64 eval_op(u8 op, f64 a, f64 b, f64 k) noexcept nogil:
         return a + k
     elif op == OP_MULC:
         return a * k
+    elif op == OP_DIVC:
+        return a / k
     elif op == OP_RSUBC:
         return k - a
     elif op == OP_RDIVC:
         return k / a
     elif op == OP_POWC:
-        return a * a if k == 2 else cm.pow(a, k)     # squares skip libm's pow (both correctly rounded)
+        # NOTE: libm's pow even for squares: Python's x ** 2 calls pow, which differs from x * x in about
+        # 0.1% of cases (glibc's pow is not always correctly rounded), and values must match Python's.
+        return cm.pow(a, k)
     elif op == OP_RPOWC:
         return cm.pow(k, a)
     elif op == OP_NEG:
@@ -375,6 +379,8 @@ cdef inline void local_partials(i64 i, f64* d0, f64* d1) noexcept nogil:
         d0[0] = 1.0
     elif op == OP_MULC:
         d0[0] = k
+    elif op == OP_DIVC:
+        d0[0] = 1.0 / k
     elif op == OP_RSUBC:
         d0[0] = -1.0
     elif op == OP_RDIVC:
@@ -1152,7 +1158,7 @@ cdef class Var:
         if isinstance(other, Var):
             return make(OP_DIV, self.idx, (<Var>other).idx, 0.0)
         if as_real(other, &k):
-            return make(OP_MULC, self.idx, -1, 1.0 / k)   # x / k = x * (1/k), as micrograd
+            return make(OP_DIVC, self.idx, -1, k)
         return NotImplemented
 
     def __rtruediv__(Var self, other):
