@@ -1,11 +1,13 @@
-"""gradcheck: reverse AND forward mode against central differences; catches 0.05% errors and kinks."""
+"""gradcheck: reverse AND forward mode against central differences; catches 0.05% errors, kinks, rules that
+ignore their incoming gradient, and points where f or a derivative is not finite."""
 import math
 
 import pytest
 
 import fastgrad as fg
 from fastgrad.custom import custom_op
-from fastgrad.gradcheck import GradcheckError, gradcheck
+from fastgrad import transforms
+from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck
 
 
 def sin_with_error(backward_factor=1.0, jvp_factor=1.0):
@@ -28,7 +30,9 @@ def sin_with_error(backward_factor=1.0, jvp_factor=1.0):
     (lambda *xs: fg.dot(xs, xs[::-1]) + fg.sum(xs), (0.5, -1.0, 2.0)),
 ])
 def test_correct_derivatives_pass(f, point):
-    assert gradcheck(f, point) is True
+    result = gradcheck(f, point)
+    assert isinstance(result, GradcheckResult) and result
+    assert result.checked == ("reverse", "forward") and result.skipped == {}
 
 
 def test_inputs_may_be_vars_or_a_single_number():
@@ -96,8 +100,143 @@ def test_validation():
         gradcheck(lambda: 1.0, ())
 
 
-def test_custom_op_without_jvp_rule_needs_check_forward_false():
+# --- review finding 1: a backward-only custom op is checked in reverse mode, and the result says so
+
+def test_backward_only_custom_op_is_checked_and_forward_mode_reported_skipped():
     op = custom_op(math.sin, lambda g, x: (g * math.cos(x),), name="plain_sin")
-    with pytest.raises(NotImplementedError, match="'plain_sin'"):
-        gradcheck(op, 0.3)
-    assert gradcheck(op, 0.3, check_forward=False)
+    result = gradcheck(op, 0.3)
+    assert result and result.checked == ("reverse",)
+    assert result.skipped == {"forward": "custom op 'plain_sin' has no jvp rule"}
+    assert "reverse mode checked" in str(result)
+    assert "forward mode not checked: custom op 'plain_sin'" in str(result)
+    assert "skipped={'forward'" in repr(result)
+
+
+def test_wrong_backward_only_rule_fails_in_reverse_mode():
+    op = custom_op(math.sin, lambda g, x: (g * math.cos(x) * 1.0005,), name="plain_sin")
+    with pytest.raises(GradcheckError, match="reverse mode gives") as info:
+        gradcheck(lambda x: op(x) * 2, 0.7)
+    assert info.value.mode == "reverse" and info.value.input_index == 0
+
+
+def test_check_forward_false_skips_forward_mode_on_purpose():
+    op = sin_with_error(jvp_factor=0.9)                     # forward mode is wrong, and not looked at
+    result = gradcheck(op, 0.7, check_forward=False)
+    assert result.checked == ("reverse",) and result.skipped == {"forward": "check_forward=False"}
+
+
+def test_result_is_truthy_and_says_what_was_checked():
+    result = gradcheck(lambda x, y: (x * y, x + y), (1.0, 2.0), seed=7)
+    assert bool(result) is True
+    assert (result.num_inputs, result.num_outputs, result.seed) == (2, 2, 7)
+    assert repr(result) == "GradcheckResult(checked=('reverse', 'forward'), skipped={})"
+    assert str(result).startswith("gradcheck passed: reverse mode and forward mode checked at 2 input(s)")
+
+
+# --- review finding 2: random cotangents and tangents catch a rule that ignores its incoming gradient
+
+def ignores_gradient(jvp=None):
+    """2x whose backward rule returns d/dx = 2 whatever the incoming gradient g (right only for g == 1)."""
+    return custom_op(lambda x: 2 * x, lambda g, x: (2.0,), jvp=jvp, name="twice")
+
+
+def test_vjp_of_a_bare_custom_op_passes_the_cotangent_to_its_rule():
+    seen = []
+    op = custom_op(lambda x: 2 * x, lambda g, x: seen.append(g) or (2 * g,))
+    assert fg.vjp(op, 1.3)[1](0.25) == (0.5,) and seen == [0.25]
+
+
+def test_backward_rule_ignoring_its_gradient_fails_on_a_bare_op():
+    with pytest.raises(GradcheckError, match="random cotangent") as info:
+        gradcheck(ignores_gradient(), 1.3)
+    e = info.value
+    assert e.mode == "reverse" and e.input_index == 0 and e.output_index is None
+    (u,) = e.direction
+    assert abs(u) != 1.0 and e.analytic == 2.0 and math.isclose(e.numeric, 2 * u, rel_tol=1e-8)
+    assert f"{u:.6g}" in str(e)
+
+
+@pytest.mark.parametrize("f, point", [
+    (lambda op: lambda x: op(x) * 3, 1.3),                 # also wrong with the unit seed
+    (lambda op: lambda x: op(x) + x, 1.3),                 # right with the unit seed: 2 + 1 == 3
+    (lambda op: lambda x, y: (op(x), x * y), (1.3, 0.4)),  # right with each unit cotangent
+])
+def test_backward_rule_ignoring_its_gradient_fails_when_composed(f, point):
+    op = ignores_gradient(jvp=lambda p, t: 2 * t[0])
+    with pytest.raises(GradcheckError, match="reverse mode") as info:
+        gradcheck(f(op), point)
+    assert info.value.mode == "reverse" and info.value.input_index == 0
+
+
+def test_backward_rule_using_the_absolute_value_of_its_gradient_fails():
+    op = custom_op(lambda x: 2 * x, lambda g, x: (2 * abs(g),), name="abs_g")
+    for seed in range(5):           # each check sees both signs of the cotangent, whatever the seed
+        with pytest.raises(GradcheckError, match="random cotangent"):
+            gradcheck(op, 1.3, seed=seed)
+
+
+def test_random_directions_are_reproducible_and_follow_the_seed():
+    def direction(seed):
+        with pytest.raises(GradcheckError) as info:
+            gradcheck(ignores_gradient(), 1.3, seed=seed)
+        return info.value.direction
+    assert direction(0) == direction(0)
+    assert direction(0) != direction(1)
+
+
+def test_forward_mode_is_checked_along_random_tangents(monkeypatch):
+    # Every jvp rule is linearised through unit tangents today, so a tangent sweep that misuses its
+    # tangent is simulated: it is right along each unit vector and wrong along any other.
+    true_jvp = transforms._Trace.jvp
+
+    def nonlinear_jvp(self, tangents):
+        return [t * max(abs(v) for v in tangents) for t in true_jvp(self, tangents)]
+
+    monkeypatch.setattr(transforms._Trace, "jvp", nonlinear_jvp)
+    with pytest.raises(GradcheckError, match="random tangent") as info:
+        gradcheck(lambda x, y: x * y, (1.0, 2.0))
+    assert info.value.mode == "forward" and info.value.input_index is None and info.value.output_index == 0
+
+
+# --- review finding 4: nan or inf at the point (or beside it) fails, saying where
+
+@pytest.mark.parametrize("f, point, value", [
+    (fg.sqrt, -1.0, "nan"),
+    (lambda x: x * math.nan, 1.0, "nan"),     # nan derivative == nan difference used to pass
+    (lambda x: x ** 0.5, -2.0, "nan"),
+    (fg.log, 0.0, "-inf"),
+    (fg.exp, 1000.0, "inf"),
+])
+def test_fails_where_f_is_not_finite(f, point, value):
+    with pytest.raises(GradcheckError, match="not finite") as info:
+        gradcheck(f, point)
+    e = info.value
+    assert e.mode == "nonfinite" and e.output_index == 0 and e.input_index is None
+    assert f"f is {value} at the point ({point!r},)" in str(e)
+
+
+def test_names_the_output_that_is_not_finite():
+    with pytest.raises(GradcheckError, match=r"output 1 is nan at the point \(1.0, -1.0\)") as info:
+        gradcheck(lambda x, y: (x * y, fg.log(y)), (1.0, -1.0))
+    assert (info.value.mode, info.value.output_index) == ("nonfinite", 1)
+
+
+@pytest.mark.parametrize("f, point, text", [
+    (fg.sqrt, 0.0, "reverse mode gives inf, not a finite number"),
+    (custom_op(math.sin, lambda g, x: (math.nan,), jvp=lambda p, t: fg.cos(p[0]) * t[0]), 0.5,
+     "reverse mode gives nan"),
+    (custom_op(math.sin, lambda g, x: (g * math.cos(x),), jvp=lambda p, t: t[0] * math.inf), 0.5,
+     "forward mode gives inf"),
+])
+def test_fails_where_a_derivative_is_not_finite(f, point, text):
+    with pytest.raises(GradcheckError, match=text) as info:
+        gradcheck(f, point)
+    e = info.value
+    assert e.mode == "nonfinite" and (e.input_index, e.output_index) == (0, 0)
+    assert not math.isfinite(e.analytic)
+
+
+def test_fails_at_the_edge_of_the_domain():
+    with pytest.raises(GradcheckError, match=r"f is nan at input 0 = -1e-06 .*edge of the domain") as info:
+        gradcheck(lambda x: fg.sqrt(x + 1e-7), 0.0)
+    assert info.value.mode == "nonfinite" and info.value.input_index == 0
