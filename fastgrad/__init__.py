@@ -16,7 +16,7 @@ from fastgrad._engine import (
     tanh,
 )
 from fastgrad.custom import Function, custom_op
-from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck
+from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradgradcheck
 from fastgrad.inspection import draw, graph_table, stats, to_dot
 from fastgrad.transforms import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp
 

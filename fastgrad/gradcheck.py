@@ -1,9 +1,11 @@
-"""gradcheck: first derivatives against central differences, in float64.
+"""gradcheck and gradgradcheck: derivatives against central differences, in float64.
 
 `gradcheck` compares reverse mode (always) and forward mode (where it can run: every custom op in the way
 has a jvp rule) with central differences of f, entry by entry (which locates an error) and along random
 cotangents and tangents, as JAX's check_vjp/check_jvp do: every entry seeded with 1 would bless a custom
-backward rule that ignores its incoming gradient.
+backward rule that ignores its incoming gradient. `gradgradcheck` compares second derivatives
+(forward-over-reverse, built from the jvp rules) with central differences of the gradient computed by the
+reverse sweep (the backward rules): the two sides come from different rules, so a wrong jvp rule shows.
 
 The defaults are tighter than PyTorch's (rtol=1e-3 would pass a derivative wrong by 0.05%): with central
 differences at eps=1e-6 the truncation error is ~eps**2 and the rounding error ~1e-10 relative, so rtol=1e-5
@@ -23,33 +25,36 @@ import numpy as np
 import fastgrad as fg
 from fastgrad import _symbolic, transforms
 
-__all__ = ["gradcheck", "GradcheckError", "GradcheckResult"]
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "GradcheckResult"]
 
 
 class GradcheckError(RuntimeError):
     """A derivative disagrees with finite differences; attributes say where and by how much.
 
-    mode: 'reverse', 'forward', 'kink' or 'nonfinite'.
+    mode: 'reverse', 'forward', 'kink', 'nonfinite' (gradcheck) or 'hessian' (gradgradcheck).
     input_index / output_index: None where every input (a random tangent) or every output (a random
-    cotangent) takes part, or for a non-finite value of f itself. direction: the random cotangent u or
-    tangent v of the failing check.
+    cotangent) takes part, or for a non-finite value of f itself. second_input_index: the second input of a
+    second derivative. direction: the random cotangent u, tangent v, or pair (u, v) of the failing check.
     """
 
     def __init__(self, message: str, input_index: Optional[int], output_index: Optional[int], mode: str,
-                 analytic: float, numeric: float, *, direction: Optional[Tuple[float, ...]] = None):
+                 analytic: float, numeric: float, *, second_input_index: Optional[int] = None,
+                 direction: Optional[Tuple[Any, ...]] = None):
         super().__init__(message)
         self.input_index = input_index
         self.output_index = output_index
         self.mode = mode
         self.analytic = analytic
         self.numeric = numeric
+        self.second_input_index = second_input_index
         self.direction = direction
 
 
 class GradcheckResult:
     """What a passing check covered. Always truthy.
 
-    checked: the modes compared with central differences: ('reverse', 'forward') or ('reverse',);
+    checked: the modes compared with central differences: ('reverse', 'forward') or ('reverse',) from
+    gradcheck, ('hessian',) from gradgradcheck;
     skipped: {mode: why it was not checked}, e.g. {'forward': "custom op 'f' has no jvp rule"}.
     """
 
@@ -57,7 +62,7 @@ class GradcheckResult:
 
     def __init__(self, check: str, checked: Sequence[str], skipped: Dict[str, str], num_inputs: int,
                  num_outputs: int, seed: int):
-        self.check = check                  # the check's name: 'gradcheck'
+        self.check = check                  # 'gradcheck' or 'gradgradcheck'
         self.checked = tuple(checked)
         self.skipped = dict(skipped)
         self.num_inputs = num_inputs
@@ -78,7 +83,8 @@ class GradcheckResult:
         return "\n".join(lines)
 
 
-_MODE_TEXT = {"reverse": "reverse mode", "forward": "forward mode"}
+_MODE_TEXT = {"reverse": "reverse mode", "forward": "forward mode",
+              "hessian": "second derivatives (forward-over-reverse)"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -121,6 +127,11 @@ def _moved(point: Sequence[float], direction: Sequence[float], step: float) -> L
 
 def _unit(k: int, n: int) -> List[float]:
     return [1.0 if i == k else 0.0 for i in range(n)]
+
+
+def _matrix(rows: Sequence[Sequence[Any]], m: int, n: int) -> np.ndarray:
+    """An (m, n) float array from a Jacobian's rows (floats, or constant Vars under an enclosing trace)."""
+    return np.array([[float(x) for x in row] for row in rows], dtype=np.float64).reshape(m, n)
 
 
 def _close(a: float, b: float, atol: float, rtol: float) -> bool:
@@ -174,7 +185,8 @@ def _require_finite(who: str, point: Sequence[float], values: Sequence[float], l
 
 def _check_kink(who: str, i: int, j: Optional[int], where: str, f0: float, fp: float, fm: float, fp2: float,
                 fm2: float, analytic: float, eps: float, atol: float, rtol: float, *, mode_text: str,
-                what: str = "a kink, no derivative exists there") -> None:
+                second_input_index: Optional[int] = None, what: str = "a kink, no derivative exists there"
+                ) -> None:
     """Fail where the right and left slopes differ by a jump that does not shrink with the step.
 
     For a smooth f, right - left ~ eps * f'' (halves with the step); at a kink it tends to the jump.
@@ -189,7 +201,7 @@ def _check_kink(who: str, i: int, j: Optional[int], where: str, f0: float, fp: f
         raise GradcheckError(
             f"{who} failed for {where}: {what}: the slope from the right is {right!r}, from the left "
             f"{left!r} ({mode_text} gives {analytic!r})",
-            i, j, "kink", analytic, (right + left) / 2)
+            i, j, "kink", analytic, (right + left) / 2, second_input_index=second_input_index)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -294,6 +306,122 @@ def gradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-8, r
     return GradcheckResult(who, list(jacobians), skipped, n, m, seed)
 
 
-def _matrix(rows: Sequence[Sequence[Any]], m: int, n: int) -> np.ndarray:
-    """An (m, n) float array from a Jacobian's rows (floats, or constant Vars under an enclosing trace)."""
-    return np.array([[float(x) for x in row] for row in rows], dtype=np.float64).reshape(m, n)
+# ---------------------------------------------------------------------------------------------------------
+# gradgradcheck: second derivatives
+# ---------------------------------------------------------------------------------------------------------
+
+def _weighted(f: Callable, weights: Sequence[float], who: str) -> Callable:
+    """The scalar function x -> weights · f(x)."""
+    def weighted(*xs: Any) -> Any:
+        return fg.dot(list(weights), _outputs(f(*xs), who))
+    return weighted
+
+
+def _output(f: Callable, j: int, who: str) -> Callable:
+    """The scalar function x -> f(x)[j]."""
+    def output(*xs: Any) -> Any:
+        return _outputs(f(*xs), who)[j]
+    return output
+
+
+def gradgradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-8, rtol: float = 1e-5,
+                  seed: int = 0) -> GradcheckResult:
+    """Check the second derivatives of ``f(*inputs)``; return a truthy GradcheckResult or raise
+    GradcheckError (mode 'hessian', 'kink' or 'nonfinite') naming the output, both inputs and both numbers.
+
+    The analytic side is forward-over-reverse (`fg.hessian` for every output, `fg.hvp` of u·f along a random
+    v), built from the ops' jvp rules; the numeric side is central differences of the gradient computed by
+    the reverse sweep at plain numbers (the custom backward rules). A jvp rule that disagrees with its own
+    backward rule to second order therefore fails, which ``gradcheck(fg.grad(f), x)`` cannot see (its
+    differences run through the same jvp rule). Raises NotImplementedError where second derivatives cannot
+    be computed (a custom op in the way without a jvp rule). First derivatives are gradcheck's job.
+    """
+    who = "gradgradcheck"
+    point = _point(f, inputs, eps, who)
+    n = len(point)
+    base = _evaluate(f, point, who)
+    m = len(base)
+    if m == 0:
+        raise ValueError(f"{who}: f returned no outputs")
+    _require_finite(who, point, base, [f"output {j}" if m > 1 else "f" for j in range(m)],
+                    [(None, j) for j in range(m)], "a derivative cannot be checked where f is not finite")
+    argnums = tuple(range(n))
+
+    def gradient(s: Callable, at: Sequence[float]) -> List[float]:
+        return [float(g) for g in transforms.grad(s, argnums)(*at)]
+
+    def second_order(transform: Callable, *args: Any) -> Any:
+        try:
+            return transform(*args)
+        except NotImplementedError as err:
+            raise NotImplementedError(f"{who}: second derivatives of f cannot be computed, so they cannot be "
+                                      f"checked: {err}") from err
+
+    def where(i: int, k: int, j: int) -> str:
+        at = f"input {i} = {point[i]!r}" + (f", input {k} = {point[k]!r}" if k != i else "")
+        return f"d²/d(input {i}) d(input {k}) at {at}" + (f", output {j}" if m > 1 else "")
+
+    hessians = []
+    for j in range(m):
+        s = _output(f, j, who)
+        hessian = _matrix(second_order(transforms.hessian(s, argnums), *point), n, n)
+        hessians.append(hessian)
+        g0 = gradient(s, point)
+        _require_finite(who, point, g0, [f"d/d(input {i})" + (f" of output {j}" if m > 1 else "")
+                                         for i in range(n)],
+                        [(i, j) for i in range(n)],
+                        "a second derivative cannot be checked where the gradient is not finite")
+        for (i, k) in zip(*np.nonzero(~np.isfinite(hessian))):
+            value = float(hessian[i, k])
+            raise GradcheckError(f"{who} failed for {where(int(i), int(k), j)}: forward-over-reverse gives "
+                                 f"{value!r}, not a finite number", int(i), j, "nonfinite", value, math.nan,
+                                 second_input_index=int(k))
+        for k in range(n):
+            step = _unit(k, n)
+            shifted = {d: gradient(s, _moved(point, step, d)) for d in (eps, -eps, eps / 2, -eps / 2)}
+            for d, values in shifted.items():
+                i = _first_nonfinite(values)
+                if i is not None:
+                    raise GradcheckError(
+                        _stencil_message(who, where(i, k, j), f"d/d(input {i})", values[i], point, k, d),
+                        i, j, "nonfinite", math.nan, values[i], second_input_index=k)
+            plus, minus, plus2, minus2 = shifted.values()
+            for i in range(n):
+                numeric = (plus[i] - minus[i]) / (2 * eps)
+                analytic = float(hessian[i, k])
+                # NOTE: rounding in the gradient's differences is relative to the gradient, not to the
+                # second derivative (which may be ~0 beside a large gradient): allow it explicitly.
+                noise = 64 * np.finfo(float).eps * max(abs(plus[i]), abs(minus[i])) / eps
+                if not abs(analytic - numeric) <= atol + rtol * abs(numeric) + noise:
+                    raise GradcheckError(
+                        f"{who} failed for {where(i, k, j)}: forward-over-reverse gives {analytic!r}, "
+                        f"central difference of the reverse-mode gradient gives {numeric!r} "
+                        f"{_settings(eps, atol, rtol)}",
+                        i, j, "hessian", analytic, numeric, second_input_index=k)
+                _check_kink(who, i, j, where(i, k, j), g0[i], plus[i], minus[i], plus2[i], minus2[i],
+                            analytic, eps, atol, rtol, mode_text="forward-over-reverse",
+                            second_input_index=k,
+                            what=f"a kink in d/d(input {i}), no second derivative exists there")
+
+    # Along random directions: u weights the outputs (it enters the backward rules as their incoming
+    # gradient), v is the direction of the Hessian-vector product of u·f.
+    rng = np.random.default_rng(seed)
+    for u, v in zip(_directions(rng, m), _directions(rng, n)):
+        s = _weighted(f, u, who)
+        hv = [float(h) for h in second_order(transforms.hvp, s, tuple(point), tuple(v))]
+        plus, minus = gradient(s, _moved(point, v, eps)), gradient(s, _moved(point, v, -eps))
+        # |u|·|H|·|v|: the scale of each entry of u·H·v without cancellation (the entries were checked above)
+        scale = sum(abs(u[j]) * np.abs(hessians[j]) for j in range(m)) @ np.abs(v)
+        for i in range(n):
+            numeric = (plus[i] - minus[i]) / (2 * eps)
+            noise = 64 * np.finfo(float).eps * max(abs(plus[i]), abs(minus[i])) / eps
+            tol = atol * float(np.sum(np.abs(u)) * np.sum(np.abs(v))) + rtol * float(scale[i]) + noise
+            if not abs(hv[i] - numeric) <= tol:
+                raise GradcheckError(
+                    f"{who} failed for input {i} (value {point[i]!r}): with the random cotangent "
+                    f"u = {_show(u)} and tangent v = {_show(v)}, forward-over-reverse gives (H·v)_{i} = "
+                    f"{hv[i]!r} for the Hessian H of u·f, the central difference of the reverse-mode "
+                    f"gradient of u·f along v gives {numeric!r} {_settings(eps, atol, rtol, seed)}: does a "
+                    f"backward rule ignore or misuse its incoming gradient g?",
+                    i, None, "hessian", hv[i], numeric, direction=(tuple(u), tuple(v)))
+    return GradcheckResult(who, ["hessian"], {}, n, m, seed)

@@ -1,5 +1,6 @@
 """gradcheck: reverse AND forward mode against central differences; catches 0.05% errors, kinks, rules that
-ignore their incoming gradient, and points where f or a derivative is not finite."""
+ignore their incoming gradient, and points where f or a derivative is not finite. gradgradcheck: second
+derivatives (from jvp rules) against differences of the reverse-mode gradient (from backward rules)."""
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 import fastgrad as fg
 from fastgrad.custom import custom_op
 from fastgrad import transforms
-from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck
+from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradgradcheck
 
 
 def sin_with_error(backward_factor=1.0, jvp_factor=1.0):
@@ -240,3 +241,136 @@ def test_fails_at_the_edge_of_the_domain():
     with pytest.raises(GradcheckError, match=r"f is nan at input 0 = -1e-06 .*edge of the domain") as info:
         gradcheck(lambda x: fg.sqrt(x + 1e-7), 0.0)
     assert info.value.mode == "nonfinite" and info.value.input_index == 0
+
+
+# --- review finding 3: gradgradcheck compares second derivatives (jvp rules) with differences of the
+# reverse-mode gradient (backward rules)
+
+X0 = 0.7
+
+
+def sin_with_jvp(jvp):
+    return custom_op(math.sin, lambda g, x: (g * math.cos(x),), jvp=jvp, name="sin_op")
+
+
+@pytest.mark.parametrize("f, point", [
+    (fg.exp, 0.3),
+    (fg.log, 1.7),
+    (fg.sqrt, 2.5),
+    (fg.sin, 0.4),
+    (fg.cos, 0.4),
+    (fg.tanh, -0.8),
+    (fg.sigmoid, 0.6),
+    (lambda x: fg.relu(x) * x, 0.5),                       # relu'' = 0 off the kink; (x relu x)'' = 2
+    (lambda x: abs(x) * x, -0.7),
+    (lambda x, y: x ** y, (1.3, 2.2)),                     # Var ** Var
+    (lambda x: x ** 3.5 + 2.0 ** x, 1.2),                  # constant exponent, constant base
+    (lambda x, y: x / y + 3.0 / x, (1.5, -0.6)),
+    (lambda x, y: (1.0 - x) * (x - y) - y * 2.0, (0.5, 1.5)),
+    (lambda x, y: fg.maximum(x * x, y) * y, (1.5, 0.4)),
+    (lambda x, y: fg.minimum(x * y, y) * x, (1.5, 0.4)),
+    (lambda *xs: fg.sum([x * x for x in xs]) * xs[0], (0.5, -1.0, 2.0)),
+    (lambda *xs: fg.dot(xs, [x.exp() for x in xs]), (0.5, -1.0, 2.0)),
+    (lambda x, y: (x * fg.sin(y), fg.exp(x * y) - y / x), (0.3, 1.7)),   # two outputs
+    (lambda x: 1000.0 * x + 0.0005 * x * x, 0.7),          # f'' = 0.001 beside a gradient of 1000: rounding
+])
+def test_gradgradcheck_passes_correct_functions_of_every_op(f, point):
+    result = gradgradcheck(f, point)
+    assert result and result.checked == ("hessian",) and result.skipped == {}
+
+
+def test_gradgradcheck_catches_a_jvp_rule_whose_second_derivative_is_off_by_0_1_percent():
+    # The jvp rule is exact at X0, so first derivatives (both modes) are right there ...
+    op = sin_with_jvp(lambda p, t: (fg.cos(p[0]) * (1 + 0.001 * (p[0] - X0))) * t[0])
+    assert gradcheck(op, X0).checked == ("reverse", "forward")
+    # ... but its derivative, the second derivative of sin, is off by 0.001 cos(X0) (0.12%).
+    with pytest.raises(GradcheckError, match="forward-over-reverse gives") as info:
+        gradgradcheck(op, X0)
+    e = info.value
+    assert (e.mode, e.input_index, e.second_input_index, e.output_index) == ("hessian", 0, 0, 0)
+    assert math.isclose(e.analytic, -math.sin(X0) + 0.001 * math.cos(X0), rel_tol=1e-9)
+    assert math.isclose(e.numeric, -math.sin(X0), rel_tol=1e-6)
+    assert "d²/d(input 0) d(input 0) at input 0 = 0.7" in str(e)
+    with pytest.raises(GradcheckError, match="output 0"):
+        gradgradcheck(lambda x, y: (op(x) * y, x + y), (X0, 2.0))
+
+
+def test_gradgradcheck_catches_a_jvp_rule_written_with_math_instead_of_fg():
+    op = sin_with_jvp(lambda p, t: math.cos(p[0]) * t[0])    # a constant: its derivative is lost
+    assert gradcheck(op, X0)
+    with pytest.raises(GradcheckError) as info:
+        gradgradcheck(op, X0)
+    assert info.value.mode == "hessian" and info.value.analytic == 0.0
+
+
+def test_gradgradcheck_names_both_inputs_of_a_wrong_mixed_derivative():
+    x0 = 1.5
+    mul_op = custom_op(lambda x, y: x * y, lambda g, x, y: (g * y, g * x), name="mul_op",
+                       jvp=lambda p, t: t[0] * p[1] + t[1] * p[0] * (1 + 0.001 * (p[0] - x0)))
+    with pytest.raises(GradcheckError, match=r"d²/d\(input 1\) d\(input 0\) at input 1 = 2.0, input 0 = 1.5"):
+        gradgradcheck(mul_op, (x0, 2.0))
+
+
+def test_gradgradcheck_passes_correct_custom_rules():
+    assert gradgradcheck(sin_with_jvp(lambda p, t: fg.cos(p[0]) * t[0]), X0)
+
+    class Hypot(fg.Function):
+        forward = staticmethod(math.hypot)
+
+        @staticmethod
+        def backward(g, x, y):
+            r = math.hypot(x, y)
+            return (g * x / r, g * y / r)
+
+        @staticmethod
+        def jvp(p, t):
+            r = fg.sqrt(p[0] * p[0] + p[1] * p[1])
+            return (p[0] * t[0] + p[1] * t[1]) / r
+
+    assert gradgradcheck(lambda x, y: Hypot.apply(x, y) * x, (0.6, -1.1))
+
+
+def test_gradgradcheck_refuses_a_custom_op_without_jvp_rule():
+    op = custom_op(math.sin, lambda g, x: (g * math.cos(x),), name="plain_sin")
+    message = ("gradgradcheck: second derivatives of f cannot be computed, so they cannot be checked: "
+               "custom op 'plain_sin' has no jvp rule")
+    with pytest.raises(NotImplementedError, match=message):
+        gradgradcheck(lambda x: op(x) * x, X0)
+
+
+def test_gradgradcheck_catches_a_backward_rule_ignoring_its_gradient():
+    op = custom_op(math.sin, lambda g, x: (math.cos(x),), jvp=lambda p, t: fg.cos(p[0]) * t[0])
+    with pytest.raises(GradcheckError, match="random cotangent") as info:
+        gradgradcheck(op, X0)
+    e = info.value
+    assert e.mode == "hessian" and e.input_index == 0 and e.output_index is None
+    (u,), (v,) = e.direction
+    assert math.isclose(e.analytic, -u * math.sin(X0) * v, rel_tol=1e-9)
+    assert math.isclose(e.numeric, -math.sin(X0) * v, rel_tol=1e-6)
+
+
+def test_gradgradcheck_fails_at_a_kink_of_the_gradient():
+    with pytest.raises(GradcheckError, match="a kink in d/d\\(input 0\\), no second derivative") as info:
+        gradgradcheck(lambda x: x * abs(x), 0.0)         # f' = 2|x|: central differences would give 0
+    assert info.value.mode == "kink" and info.value.second_input_index == 0
+
+
+@pytest.mark.parametrize("f, point, text", [
+    (fg.log, -1.0, r"f is nan at the point \(-1.0,\)"),
+    (fg.sqrt, 0.0, r"d/d\(input 0\) is inf at the point \(0.0,\)"),
+    (lambda x: fg.sqrt(x + 1e-7) * x, 0.0, r"d/d\(input 0\) is nan at input 0 = -1e-06 .*edge of the domain"),
+])
+def test_gradgradcheck_fails_where_f_or_its_gradient_is_not_finite(f, point, text):
+    with pytest.raises(GradcheckError, match=text) as info:
+        gradgradcheck(f, point)
+    assert info.value.mode == "nonfinite"
+
+
+def test_gradgradcheck_validation():
+    with pytest.raises(TypeError, match="gradgradcheck: f must be callable"):
+        gradgradcheck(3.0, 1.0)
+    with pytest.raises(ValueError, match="eps"):
+        gradgradcheck(fg.exp, 1.0, eps=-1.0)
+    with pytest.raises(ValueError, match="no inputs"):
+        gradgradcheck(lambda: 1.0, [])
+    assert fg.gradgradcheck is gradgradcheck and "gradgradcheck" in fg.__all__
