@@ -265,7 +265,7 @@ def sin_with_jvp(jvp):
     (lambda x: abs(x) * x, -0.7),
     (lambda x, y: x ** y, (1.3, 2.2)),                     # Var ** Var
     (lambda x: x ** 3.5 + 2.0 ** x, 1.2),                  # constant exponent, constant base
-    (lambda x, y: x / y + 3.0 / x, (1.5, -0.6)),
+    (lambda x, y: x / y + 3.0 / x + x / 4.0, (1.5, -0.6)),   # Var / Var, number / Var, Var / number
     (lambda x, y: (1.0 - x) * (x - y) - y * 2.0, (0.5, 1.5)),
     (lambda x, y: fg.maximum(x * x, y) * y, (1.5, 0.4)),
     (lambda x, y: fg.minimum(x * y, y) * x, (1.5, 0.4)),
