@@ -255,6 +255,9 @@ def gradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-8, r
                                  f"not a finite number", int(i), int(j), "nonfinite", value, math.nan)
 
     numeric = np.empty((m, n))
+    # NOTE: the rounding error of each difference (~ulp(f) / eps) joins the tolerance: f = x + 1e8 has a
+    # derivative of exactly 1, but its differences are only good to ~1e-2. Where |f| ~ 1 it is ~1e-8.
+    noise = np.empty((m, n))
     for i in range(n):
         step = _unit(i, n)
         shifted = {s: _evaluate(f, _moved(point, step, s)) for s in (eps, -eps, eps / 2, -eps / 2)}
@@ -266,9 +269,10 @@ def gradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-8, r
         plus, minus, plus2, minus2 = shifted.values()
         for j in range(m):
             numeric[j, i] = (plus[j] - minus[j]) / (2 * eps)
+            noise[j, i] = 64 * np.finfo(float).eps * max(abs(plus[j]), abs(minus[j])) / eps
             for mode, jac in jacobians.items():
                 analytic = float(jac[j, i])
-                if not _close(analytic, numeric[j, i], atol, rtol):
+                if not _close(analytic, numeric[j, i], atol + noise[j, i], rtol):
                     raise GradcheckError(
                         f"{who} failed for {where(i, j)}: {mode} mode gives {analytic!r}, central difference "
                         f"gives {float(numeric[j, i])!r} {_settings(eps, atol, rtol)}",
@@ -283,7 +287,8 @@ def gradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-8, r
         swept = [float(g) for g in trace.vjp(u)]
         for i in range(n):
             expected = float(np.dot(u, numeric[:, i]))
-            tol = atol * float(np.sum(np.abs(u))) + rtol * float(np.dot(np.abs(u), np.abs(numeric[:, i])))
+            tol = (atol * float(np.sum(np.abs(u))) + rtol * float(np.dot(np.abs(u), np.abs(numeric[:, i])))
+                   + float(np.dot(np.abs(u), noise[:, i])))
             if not abs(swept[i] - expected) <= tol:
                 raise GradcheckError(
                     f"{who} failed for {where(i, None)}: reverse mode with the random cotangent "
@@ -296,7 +301,8 @@ def gradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-8, r
             swept = [float(t) for t in trace.jvp(v)]
             for j in range(m):
                 expected = float(np.dot(numeric[j], v))
-                tol = atol * float(np.sum(np.abs(v))) + rtol * float(np.dot(np.abs(numeric[j]), np.abs(v)))
+                tol = (atol * float(np.sum(np.abs(v))) + rtol * float(np.dot(np.abs(numeric[j]), np.abs(v)))
+                       + float(np.dot(noise[j], np.abs(v))))
                 if not abs(swept[j] - expected) <= tol:
                     raise GradcheckError(
                         f"{who} failed for {where(None, j)}: forward mode with the random tangent "

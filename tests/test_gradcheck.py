@@ -374,3 +374,12 @@ def test_gradgradcheck_validation():
     with pytest.raises(ValueError, match="no inputs"):
         gradgradcheck(lambda: 1.0, [])
     assert fg.gradgradcheck is gradgradcheck and "gradgradcheck" in fg.__all__
+
+
+def test_large_values_do_not_fail_a_correct_derivative_by_rounding():
+    # f = x + 1e8: differences of f are only good to ~1e-2, the derivative is exactly 1
+    assert fg.gradcheck(lambda x: x + 1e8, 0.3)
+    assert fg.gradcheck(lambda x, y: (x * 1e9 + y, y * 3.0), (0.3, 0.2))
+    op = fg.custom_op(lambda x: x * 1e8, lambda g, x: (1.0005e8 * g,), name="off")
+    with pytest.raises(fg.GradcheckError):
+        fg.gradcheck(op, 0.3)                        # a 0.05% error at a large value is still caught
