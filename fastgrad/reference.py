@@ -86,10 +86,17 @@ def _sigmoid(x):
 # ---- operands ----
 
 def _number(x):
-    """float(x) for a real number (bool, int, float, NumPy scalar); None for anything else (never a str)."""
+    """float(x) for a real number (bool, int, float, NumPy scalar, anything else with ``__float__``); None
+    for anything else: strings are never parsed, complex numbers and arrays are not real numbers."""
     if type(x) is float:
         return x
-    return float(x) if isinstance(x, numbers.Real) else None
+    if isinstance(x, numbers.Real):
+        return float(x)
+    if isinstance(x, (str, bytes, bytearray, Var, numbers.Complex)) or not hasattr(type(x), "__float__"):
+        return None
+    if hasattr(x, "ndim") and (x.ndim != 0 or x.dtype.kind not in "biuf"):  # NumPy: 0-d real arrays only
+        return None
+    return float(x)
 
 
 def _lift(x):

@@ -997,12 +997,14 @@ def grad(out, ins, seed=1.0):
 # ---------------------------------------------------------------------------------------------------
 
 _Real = numbers.Real
+_Complex = numbers.Complex
 _ndarray = np.ndarray
 
 
 cdef int as_real(object o, f64* out) except -1:
     """Store ``o`` as a float64 and return 1 if it is a real number (int, float, bool, NumPy real scalar,
-    0-d real array, numbers.Real); return 0 otherwise (the operator then returns NotImplemented)."""
+    0-d real array, numbers.Real, any other object with ``__float__`` but str, bytes, complex and Var);
+    return 0 otherwise (the operator then returns NotImplemented)."""
     if PyFloat_Check(o):
         out[0] = PyFloat_AS_DOUBLE(o)
         return 1
@@ -1017,7 +1019,12 @@ cdef int as_real(object o, f64* out) except -1:
     if isinstance(o, _Real):
         out[0] = float(o)
         return 1
-    return 0
+    # NOTE: anything else that converts itself with __float__ (decimal.Decimal, a user's number type) is a
+    # real number too; strings are never parsed, complex numbers never lose their imaginary part.
+    if isinstance(o, (str, bytes, bytearray, Var, _Complex)) or not hasattr(type(o), "__float__"):
+        return 0
+    out[0] = float(o)
+    return 1
 
 
 cdef f64 as_float(object o, str what) except? -1.0:
@@ -1102,6 +1109,11 @@ cdef Var make_nary(u8 op, list first, list second):
     finally:
         free(arg)
     return v
+
+
+def real(x, what="value"):
+    """``x`` as a float if it is a real number (the rule operators use), else TypeError naming ``what``."""
+    return as_float(x, what)
 
 
 def _rebuild_leaf(data, grad):
@@ -1557,6 +1569,20 @@ def param_index(params):
             raise ValueError("can't optimize a non-leaf Var")
         out[k] = idx_of(<Var>p)
     return out
+
+
+def same_nodes(params, const i64[::1] index not None):
+    """Does ``params`` hold, in order, Vars on exactly the nodes ``index``? (An optimizer's check, each step,
+    that the parameter list it indexed has not been edited and no parameter re-initialised.)"""
+    cdef list items = params if type(params) is list else list(params)
+    cdef intp n = len(items), k
+    if n != index.shape[0]:
+        return False
+    for k in range(n):
+        o = items[k]
+        if not isinstance(o, Var) or (<Var>o).idx != index[k]:
+            return False
+    return True
 
 
 def memory_stats():
