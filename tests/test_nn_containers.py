@@ -345,6 +345,7 @@ def test_a_back_reference_to_the_parent_is_walked_once():
     assert list(itertools.islice(outer.modules(), 3)) == [outer, outer.inner]  # islice: no hang if it loops
     assert len(outer.parameters()) == 2
     assert list(outer.state_dict()) == ["inner.weight", "inner.bias"]
+    assert "(owner)" in repr(outer)
 
 
 class _Wrap(nn.Module):
@@ -372,3 +373,10 @@ def test_a_10000_deep_nest_walks_without_recursion():
     assert p is leaf.p and name == "m." * 10_000 + "p"
     (key,) = model.state_dict()
     assert key == name
+
+
+def test_a_deep_nest_reprs_without_recursion():
+    model, _ = _nest(2_000)
+    lines = repr(model).splitlines()
+    assert len(lines) == 2 * 2_000 + 1
+    assert lines[0] == "_Wrap(" and lines[2_000] == " " * 4_000 + "(m): Module()" and lines[-1] == ")"

@@ -211,12 +211,40 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = []
-        for name, child in self.named_children():
-            text = repr(child).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {text}")
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        return head + ("\n" + "\n".join(lines) + "\n)" if lines else ")")
+        """The class, its `extra_repr()` and one `(name): child` line per child, nested children indented.
+
+        Iterative, so a deep nest prints without RecursionError: a child whose class defines its own
+        `__repr__` is asked for it, the others are expanded here. A child that is its own ancestor (a
+        back-reference) prints as `ClassName(...)`.
+        """
+        lines: list[str] = []
+        open_ids: set[int] = set()  # the modules being expanded: the current path from self
+        stack: list[Any] = [("", self, "")]  # (line prefix, module, indent) to print, or (id, closing line)
+        while stack:
+            item = stack.pop()
+            if len(item) == 2:
+                open_ids.discard(item[0])
+                lines.append(item[1])
+                continue
+            label, module, pad = item
+            if type(module).__repr__ is not Module.__repr__:
+                lines.append(label + repr(module).replace("\n", "\n" + pad))
+                continue
+            head = f"{label}{type(module).__name__}("
+            if id(module) in open_ids:
+                lines.append(head + "...)")
+                continue
+            kids = list(module.named_children())
+            head += module.extra_repr()
+            if not kids:
+                lines.append(head + ")")
+                continue
+            lines.append(head)
+            open_ids.add(id(module))
+            stack.append((id(module), pad + ")"))
+            inner = pad + "  "
+            stack.extend((f"{inner}({name}): ", child, inner) for name, child in reversed(kids))
+        return "\n".join(lines)
 
 
 # ---- what a module's attributes hold: the rules of the module docstring, in one place ----
