@@ -11,11 +11,12 @@ A module is made of what its public attributes (names not starting with `_`) hol
   shape (`[Linear(2, 2), 3]`, `[[Linear(2, 2)]]`, a set of Modules) is a TypeError: a parameter that is
   silently skipped never trains.
 
-`named_children()` is the one walk: every method that visits the tree (`modules`, `parameters`, `zero_grad`,
-`state_dict`, `repr`, ...) is built on it, so a container class either stores its children in public
-attributes (as `Sequential` does: "0", "1", ...) or overrides `named_children` alone. The walks are iterative
-(a deep nest hits no recursion limit) and list a module, or a Var, reachable by several paths once, under its
-first name (PyTorch's rule); optimizers therefore accept `model.parameters()` of a model with shared parts.
+Every method that visits the tree (`modules`, `parameters`, `zero_grad`, `state_dict`, `repr`, ...) takes a
+module's children from `named_children()`, the one hook, so a container class either stores its children in
+public attributes (as `Sequential` does: "0", "1", ...) or overrides `named_children` alone. The walks are
+iterative (a deep nest hits no recursion limit) and list a module, or a Var, reachable by several paths once,
+under its first name (PyTorch's rule); optimizers therefore accept `model.parameters()` of a model with
+shared parts.
 
 `parameters()` is flat (one Var per scalar, micrograd's order); `state_dict()` keeps the arrays' shapes as
 nested lists of plain floats, so `load_state_dict()` can check them.
