@@ -208,29 +208,35 @@ class Linear(Module):
 
 
 class Sequential(Module):
-    """Modules applied in order; children are named "0", "1", ... as in PyTorch."""
+    """Modules applied in order; children are named "0", "1", ... as in PyTorch.
+
+    NOTE: the children are the attributes "0", "1", ... themselves, so the generic attribute walk (and with
+    it parameters, zero_grad, state_dict, repr, pickle and deepcopy) sees them with no override.
+    """
 
     def __init__(self, *modules: Module) -> None:
-        for m in modules:
+        for i, m in enumerate(modules):
             if not isinstance(m, Module):
                 raise TypeError(f"Sequential takes Modules, got {type(m).__name__}")
-        self._modules = list(modules)
+            setattr(self, str(i), m)
 
-    def named_children(self) -> Iterator[tuple[str, Module]]:
-        for i, m in enumerate(self._modules):
-            yield str(i), m
+    def _layers(self) -> list[Module]:
+        """The children in order: the attributes named by an index."""
+        return [m for name, m in vars(self).items() if name.isdecimal()]
 
-    def __getitem__(self, i: int) -> Module:
-        return self._modules[i]
+    def __getitem__(self, index: int | slice) -> Module:
+        if isinstance(index, slice):
+            return Sequential(*self._layers()[index])
+        return self._layers()[index]
 
     def __len__(self) -> int:
-        return len(self._modules)
+        return len(self._layers())
 
     def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules)
+        return iter(self._layers())
 
     def forward(self, x: Any) -> Any:
-        for m in self._modules:
+        for m in self._layers():
             x = m(x)
         return x
 
