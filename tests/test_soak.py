@@ -16,6 +16,13 @@ STEPS, WARM_UP = 10_000, 1_000
 MAX_RSS_GROWTH = 5 * 2 ** 20  # bytes
 
 
+def _under_address_sanitizer():
+    """Is libasan loaded (.ci/sanitize)? Its quarantine keeps freed memory resident (up to 256 MiB by
+    default), so RSS growth says nothing there; the live-node count still does."""
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+        return any("libasan" in line for line in f)
+
+
 def _rss():
     """Resident set size of this process, in bytes (VmRSS of /proc/self/status)."""
     with open("/proc/self/status", encoding="ascii") as f:
@@ -61,5 +68,6 @@ def test_ten_thousand_training_steps_keep_memory_flat(gc_enabled):
         (gc.enable if was_enabled else gc.disable)()
     assert len(set(node_counts)) == 1            # every step built the same graph
     assert nodes_after == nodes_before           # no node outlived its step
-    assert rss_growth < MAX_RSS_GROWTH, f"RSS grew by {rss_growth / 2 ** 20:.2f} MiB over {STEPS} steps"
+    if not _under_address_sanitizer():
+        assert rss_growth < MAX_RSS_GROWTH, f"RSS grew by {rss_growth / 2 ** 20:.2f} MiB over {STEPS} steps"
     assert sum(losses[-10:]) < 0.5 * sum(losses[:10])  # and it trained
