@@ -62,7 +62,7 @@ def test_bench_moons_only_writes_table_json_and_plot(tmp_path, monkeypatch, caps
     impls = demo.moons_step_implementations
 
     def fast_only(*args):
-        chosen = [impl for impl in impls(*args) if impl[0].startswith("fastgrad")]
+        chosen = [impl for impl in impls(*args) if impl[2] == 0 and impl[0].startswith("fastgrad")]
         return chosen + [(demo.REFERENCE_NAME, chosen[1][1], 0)]
 
     monkeypatch.setattr(demo, "moons_step_implementations", fast_only)
