@@ -191,7 +191,37 @@ def test_bench_moons_step_rows(monkeypatch):
                         lambda *a: fast + [(demo.REFERENCE_NAME, fast[0][1], 0)])
     rows = demo.bench_moons_step(quick=True)
     assert [r["implementation"] for r in rows] == [fast[0][0], demo.REFERENCE_NAME]
-    assert all(r["ms"] > 0 and r["vs_reference"] > 0 for r in rows)
+    assert all(r[key] > 0 for r in rows for key in ("ms", "vs_reference", "gc_off_ms", "gc_off_vs_reference"))
+    assert rows[0]["nodes"] == rows[1]["nodes"] > 0
+
+
+def test_step_graph_nodes_counts_each_engines_own_graph():
+    X, y = demo.moons(0)
+    weights = demo.initial_weights(2, (4,), 0)
+    fused_loss = demo.FusedBackend(weights, X[:3], y[:3], 1).train_step()[0]
+    ref_loss = demo.EngineBackend(reference, weights, X[:3], y[:3], 1).train_step()[0]
+    assert demo.step_graph_nodes(ref_loss) == reference_nodes(ref_loss)
+    assert demo.step_graph_nodes(fused_loss) < demo.step_graph_nodes(ref_loss)
+
+
+def test_step_graph_nodes_of_torch_are_its_autograd_nodes():
+    torch = pytest.importorskip("torch")
+    w = torch.ones(3, requires_grad=True)
+    loss = (w * 2.0).relu().sum()  # MulBackward, ReluBackward, SumBackward and w's AccumulateGrad
+    assert demo.step_graph_nodes(loss) == 4
+
+
+def reference_nodes(out):
+    """The reference graph's nodes, walked recursively (small graphs only)."""
+    seen = set()
+
+    def visit(v):
+        if id(v) not in seen:
+            seen.add(id(v))
+            for p in v._prev:
+                visit(p)
+    visit(out)
+    return len(seen)
 
 
 def _small():
