@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="run the benchmarks and print a Markdown table",
         description="Time the engine workloads and the two-moons training step on fastgrad and on the "
-                    "pure-Python reference (and micrograd / torch when installed).")
+                    "pure-Python reference (and micrograd / torch when installed), with the cyclic GC on "
+                    "as in any Python program, and again with it off.")
     bench.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a rough table)")
     bench.add_argument("--only", choices=["engine", "moons"],
                        help="run only the engine workloads or only the two-moons training step")
