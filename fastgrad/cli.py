@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import fastgrad
@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="run the benchmarks and print a Markdown table",
         description="Time the engine workloads and the two-moons training step on fastgrad and on the "
-                    "pure-Python reference (and micrograd / torch when installed).")
+                    "pure-Python reference (and micrograd / torch when installed), with the cyclic GC on "
+                    "as in any Python program, and again with it off.")
     bench.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a rough table)")
     bench.add_argument("--only", choices=["engine", "moons"],
                        help="run only the engine workloads or only the two-moons training step")
@@ -114,6 +115,7 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
     info = machine_info()
     print(f"fastgrad {info['fastgrad']} bench{' --quick' if quick else ''}, {info['date']}, "
           f"on {info['machine']}", file=out)
+    print(f"GC policy, every engine, every table: {benchmark.GC_POLICY}.", file=out)
     out.flush()
     engine: list[dict[str, Any]] = []
     moons: list[dict[str, Any]] = []
@@ -121,13 +123,18 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         _status("engine workloads")
         engine = [dict(r) for r in benchmark.run_all(quick=quick)]
         print("\n## Engine workloads\n", file=out)
+        print("ns/op (program): time / the ops of the program as written, the same for every engine. "
+              "ns/node, bytes/node (own graph): / the nodes of that engine's own graph, leaves and constants "
+              "included (counted). Best of repeats.\n", file=out)
         print(benchmark.markdown_table(engine), file=out)
     if only != "engine":
         moons = demo.bench_moons_step(quick=quick, progress=lambda name: _status(f"moons step: {name}"))
         _status("")
         print(f"\n## Training step: {demo.MOONS_WORKLOAD}\n", file=out)
         print("zero_grad + forward over the 100 points + backward + update (+ freeing the graph); "
-              "median of the timed steps.\n", file=out)
+              "median of the timed steps. Graph nodes: one step's graph, leaves included (torch: autograd "
+              "nodes, one per tensor op). GC off: a collection between steps, untimed, frees micrograd's "
+              "graphs (reference cycles) outside its times.\n", file=out)
         print(moons_table(moons), file=out)
         print("\n" + "\n".join(moons_targets(moons)), file=out)
     _status("")
@@ -157,21 +164,25 @@ def machine_info() -> dict[str, str]:
 
 
 def moons_table(rows: list[dict[str, Any]]) -> str:
-    """The moons-step rows as a Markdown table."""
-    mg = next((r["ms"] for r in rows if r["implementation"] == "micrograd"), None)
-    head = "| implementation | ms / step (median) | best | steps timed | speedup vs reference.py |"
-    rule = "|---|---:|---:|---:|---:|"
-    if mg is not None:
-        head += " speedup vs micrograd |"
-        rule += "---:|"
-    lines = [head, rule]
-    for r in rows:
-        best = r.get("best_ms")
-        line = (f"| {r['implementation']} | {r['ms']:.3f} | {'' if best is None else f'{best:.3f}'} | "
-                f"{r['repeats']} | {r['vs_reference']:.1f}x |")
+    """The moons-step rows as a Markdown table: under the GC policy, then with the GC off (whose best step is
+    in the JSON only)."""
+    mg = next((r for r in rows if r["implementation"] == "micrograd"), None)
+    columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("implementation", lambda r: r["implementation"]),
+        ("graph nodes / step", lambda r: "" if r.get("nodes") is None else f"{r['nodes']:,}"),
+        ("steps timed", lambda r: str(r["repeats"])),
+    ]
+    for key, label in [("", "")] + ([("gc_off_", "GC off: ")] if all("gc_off_ms" in r for r in rows) else []):
+        columns.append((f"{label}ms / step (median)", lambda r, k=key: f"{r[k + 'ms']:.3f}"))
+        if not key:
+            columns.append(("best", lambda r: "" if r.get("best_ms") is None else f"{r['best_ms']:.3f}"))
+        columns.append((f"{label}speedup vs reference.py", lambda r, k=key: f"{r[k + 'vs_reference']:.1f}x"))
         if mg is not None:
-            line += f" {mg / r['ms']:.1f}x |"
-        lines.append(line)
+            columns.append((f"{label}speedup vs micrograd",
+                            lambda r, k=key: f"{mg[k + 'ms'] / r[k + 'ms']:.1f}x"))
+    lines = ["| " + " | ".join(name for name, _ in columns) + " |",
+             "|---|" + "---:|" * (len(columns) - 1)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ The same training can run on several backends, all started from the same weights
 """
 from __future__ import annotations
 
+import gc
 import math
 import random
 import sys
@@ -535,11 +536,55 @@ def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[i
     return impls
 
 
+def step_graph_nodes(loss: Any) -> int:
+    """The nodes of one step's graph, leaves included: fastgrad's from `fastgrad.stats`, a Python engine's
+    walked along `_prev`, torch's autograd nodes (one per tensor op, one per leaf parameter) along
+    `grad_fn.next_functions`."""
+    from fastgrad.benchmark import walk_nodes
+
+    if isinstance(loss, fastgrad.Var):
+        return fastgrad.stats(loss).nodes
+    if hasattr(loss, "grad_fn"):
+        seen, stack = set(), [loss.grad_fn]
+        while stack:
+            fn = stack.pop()
+            if fn is not None and fn not in seen:
+                seen.add(fn)
+                stack.extend(f for f, _ in fn.next_functions)
+        return len(seen)
+    return walk_nodes(loss)
+
+
+def _time_steps(backend: Any, repeats: int, gc_enabled: bool) -> list[float]:
+    """Seconds of `repeats` steps, sorted, each freeing its graph; one full collection before the steps.
+    GC on: no collection between steps but the GC's own (each step pays for collecting its predecessors'
+    garbage, as in a training loop). GC off: off throughout; before each step, untimed, a collection of the
+    youngest generation, which then holds everything the previous step allocated (micrograd's cyclic graph)
+    and nothing older, so it does not walk the rest of the heap."""
+    from fastgrad.benchmark import gc_policy
+
+    clock = time.perf_counter
+    times = []
+    with gc_policy(gc_enabled):
+        for _ in range(repeats):
+            if not gc_enabled:
+                gc.collect(0)
+            t0 = clock()
+            out = backend.train_step()
+            del out  # freeing the graph is part of the step
+            times.append(clock() - t0)
+    return sorted(times)
+
+
 def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None
                      ) -> list[dict[str, Any]]:
     """Time of one training step (zero_grad, forward over the 100 points, backward, update, freeing the
-    graph) for each implementation — the median of the timed steps ("ms"; "best_ms" too) — and its speedup
-    over the pure-Python reference.
+    graph) for each implementation: the median of the timed steps ("ms"; "best_ms" too), its speedup over the
+    pure-Python reference, and the nodes of one step's graph ("nodes", counted on a warm-up step).
+
+    GC policy (`fastgrad.benchmark.GC_POLICY`): the cyclic GC stays on. The "gc_off_" keys time the same
+    steps, on a fresh backend, with it off; then micrograd's graphs (reference cycles) are freed by the
+    untimed collections between steps, not in its times.
 
     NOTE: the median, not the best: a pure-Python step allocates ~65,000 objects and pays for the cyclic
     GC in some steps but not others; the median charges each implementation its typical step.
@@ -549,24 +594,25 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
     # (warm-up steps, timed steps) per cost class: fast, per-scalar on the engine, pure Python
     plan = [(3, 10), (1, 5), (1, 2)] if quick else [(5, 100), (2, 20), (1, 10)]
     rows = []
-    clock = time.perf_counter
     for name, factory, cost in moons_step_implementations(weights, X, y, 100):
         if progress:
             progress(name)
-        backend = factory()
         warmup, repeats = plan[cost]
-        for _ in range(warmup):
-            backend.train_step()
-        times = []
-        for _ in range(repeats):
-            t0 = clock()
-            out = backend.train_step()
-            del out  # freeing the graph is part of the step
-            times.append(clock() - t0)
-        times.sort()
-        rows.append({"workload": MOONS_WORKLOAD, "implementation": name, "ms": 1e3 * times[len(times) // 2],
-                     "best_ms": 1e3 * times[0], "repeats": repeats})
-    ref = next(r["ms"] for r in rows if r["implementation"] == REFERENCE_NAME)
+        row: dict[str, Any] = {"workload": MOONS_WORKLOAD, "implementation": name, "repeats": repeats}
+        for prefix, gc_enabled in (("", True), ("gc_off_", False)):
+            backend = factory()
+            for k in range(warmup):
+                out = backend.train_step()
+                if k == 0 and gc_enabled:
+                    row["nodes"] = step_graph_nodes(out[0])
+                del out  # nothing of a step's graph may stay alive into the timed steps
+            times = _time_steps(backend, repeats, gc_enabled)
+            del backend
+            row[prefix + "ms"] = 1e3 * times[len(times) // 2]
+            row[prefix + "best_ms"] = 1e3 * times[0]
+        rows.append(row)
+    ref = next(r for r in rows if r["implementation"] == REFERENCE_NAME)
     for r in rows:
-        r["vs_reference"] = ref / r["ms"]
+        r["vs_reference"] = ref["ms"] / r["ms"]
+        r["gc_off_vs_reference"] = ref["gc_off_ms"] / r["gc_off_ms"]
     return rows

@@ -96,13 +96,30 @@ def test_adam_backends_agree():
     assert [fused.step()[0] for _ in range(3)] == pytest.approx(expected, rel=1e-12)
 
 
-def test_torch_backend_agrees_when_installed():
+# NOTE: both sides compute in float64 and differ only in summation order (a BLAS matmul per layer against one
+# fused dot per neuron, `mean` against `sum * (1/n)`): a few ulps per step. Over 100 steps on seeds 0-2 the
+# losses stayed within 7e-15 relative of each other, so 1e-12 leaves a 100-fold margin. Any real difference is
+# far above it: Adam's eps 1.1e-8 instead of 1e-8 moves the loss by 3e-7 at step 1, a missing lr schedule by
+# 6e-2 at step 2. Step 0 alone sees neither: its loss is computed before the first update.
+TORCH_RTOL = 1e-12
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_torch_backend_follows_fastgrads_trajectory(optimizer):
     pytest.importorskip("torch")
     X, y = demo.moons(0)
     weights = demo.initial_weights(2, (16, 16), 0)
-    torch_losses = [demo.TorchBackend(weights, X, y, 3).step()[0]]
-    fused_loss = demo.FusedBackend(weights, X, y, 3).step()[0]
-    assert torch_losses[0] == pytest.approx(fused_loss, rel=1e-12)
+    steps, lr = 20, demo.DEFAULT_LR[optimizer]
+    fused = demo.FusedBackend(weights, X, y, steps, optimizer, lr)
+    torch_backend = demo.TorchBackend(weights, X, y, steps, optimizer, lr)
+    for k in range(steps):
+        (loss, acc), (torch_loss, torch_acc) = fused.step(), torch_backend.step()
+        assert torch_loss == pytest.approx(loss, rel=TORCH_RTOL), f"step {k}"
+        assert torch_acc == acc, f"step {k}"
+    weights_after = [p.data for p in fused.params]
+    torch_after = [v for W, b in zip(torch_backend.Ws, torch_backend.bs)
+                   for row, bias in zip(W.tolist(), b.tolist()) for v in (*row, bias)]
+    assert torch_after == pytest.approx(weights_after, rel=TORCH_RTOL, abs=1e-14)
 
 
 # ---- the command ----
@@ -174,7 +191,37 @@ def test_bench_moons_step_rows(monkeypatch):
                         lambda *a: fast + [(demo.REFERENCE_NAME, fast[0][1], 0)])
     rows = demo.bench_moons_step(quick=True)
     assert [r["implementation"] for r in rows] == [fast[0][0], demo.REFERENCE_NAME]
-    assert all(r["ms"] > 0 and r["vs_reference"] > 0 for r in rows)
+    assert all(r[key] > 0 for r in rows for key in ("ms", "vs_reference", "gc_off_ms", "gc_off_vs_reference"))
+    assert rows[0]["nodes"] == rows[1]["nodes"] > 0
+
+
+def test_step_graph_nodes_counts_each_engines_own_graph():
+    X, y = demo.moons(0)
+    weights = demo.initial_weights(2, (4,), 0)
+    fused_loss = demo.FusedBackend(weights, X[:3], y[:3], 1).train_step()[0]
+    ref_loss = demo.EngineBackend(reference, weights, X[:3], y[:3], 1).train_step()[0]
+    assert demo.step_graph_nodes(ref_loss) == reference_nodes(ref_loss)
+    assert demo.step_graph_nodes(fused_loss) < demo.step_graph_nodes(ref_loss)
+
+
+def test_step_graph_nodes_of_torch_are_its_autograd_nodes():
+    torch = pytest.importorskip("torch")
+    w = torch.ones(3, requires_grad=True)
+    loss = (w * 2.0).relu().sum()  # MulBackward, ReluBackward, SumBackward and w's AccumulateGrad
+    assert demo.step_graph_nodes(loss) == 4
+
+
+def reference_nodes(out):
+    """The reference graph's nodes, walked recursively (small graphs only)."""
+    seen = set()
+
+    def visit(v):
+        if id(v) not in seen:
+            seen.add(id(v))
+            for p in v._prev:
+                visit(p)
+    visit(out)
+    return len(seen)
 
 
 def _small():
