@@ -241,8 +241,8 @@ def draw(y: Any, path: Union[None, str, "os.PathLike[str]"] = None, names: Names
 # comparison or elementary function evaluation (exp, sin, ...) counts as one flop. Forward: the node's own
 # evaluation. Backward: computing its local partials (below) plus a multiply and an add per parent edge.
 _FORWARD = {"leaf": 0, "custom": 1}
-_PARTIAL = {"div": 2, "divc": 1, "pow": 5, "rdivc": 2, "powc": 2, "rpowc": 1, "log": 1, "sqrt": 1, "sin": 1, "cos": 2,
-            "tanh": 2, "sigmoid": 2}
+_PARTIAL = {"div": 2, "divc": 1, "pow": 5, "rdivc": 2, "powc": 2, "rpowc": 1, "log": 1, "sqrt": 1, "sin": 1,
+            "cos": 2, "tanh": 2, "sigmoid": 2}
 
 
 class GraphStats(NamedTuple):

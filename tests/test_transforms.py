@@ -543,7 +543,8 @@ def _make_op(op, args, k):
     b = args[1] if len(args) > 1 else None
     table = {
         "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
-        "pow": lambda: a ** b, "addc": lambda: a + k, "mulc": lambda: a * k, "divc": lambda: a / k, "rsubc": lambda: k - a,
+        "pow": lambda: a ** b, "addc": lambda: a + k, "mulc": lambda: a * k, "divc": lambda: a / k,
+        "rsubc": lambda: k - a,
         "rdivc": lambda: k / a, "powc": lambda: a ** k, "rpowc": lambda: k ** a, "neg": lambda: -a,
         "abs": lambda: abs(a), "exp": lambda: a.exp(), "log": lambda: a.log(), "sqrt": lambda: a.sqrt(),
         "sin": lambda: a.sin(), "cos": lambda: a.cos(), "tanh": lambda: a.tanh(),

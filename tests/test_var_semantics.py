@@ -278,7 +278,8 @@ def test_op_names_follow_the_contract():
     Var = fastgrad.Var
     a, b = Var(1.0), Var(2.0)
     ops = {"leaf": a, "add": a + b, "sub": a - b, "mul": a * b, "div": a / b, "pow": a ** b, "addc": a + 2,
-           "mulc": a * 2, "divc": a / 2, "rsubc": 2 - a, "rdivc": 2 / a, "powc": a ** 2, "rpowc": 2 ** a, "neg": -a,
+           "mulc": a * 2, "divc": a / 2, "rsubc": 2 - a, "rdivc": 2 / a, "powc": a ** 2, "rpowc": 2 ** a,
+           "neg": -a,
            "abs": abs(a), "exp": a.exp(), "log": a.log(), "sqrt": a.sqrt(), "sin": a.sin(), "cos": a.cos(),
            "tanh": a.tanh(), "sigmoid": a.sigmoid(), "relu": a.relu(), "max": fastgrad.maximum(a, b),
            "min": fastgrad.minimum(a, b), "sum": fastgrad.sum([a, b]), "dot": fastgrad.dot([a], [b])}
