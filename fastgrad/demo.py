@@ -15,12 +15,13 @@ The same training can run on several backends, all started from the same weights
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -588,6 +589,8 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
 
     NOTE: the median, not the best: a pure-Python step allocates ~65,000 objects and pays for the cyclic
     GC in some steps but not others; the median charges each implementation its typical step.
+    NOTE: torch runs on one intra-op thread, as every other implementation here does (with its default of
+    one thread per core, a shared or loaded machine made its step 10-100x slower and its time meaningless).
     """
     X, y = moons(seed)
     weights = initial_weights(2, (16, 16), seed)
@@ -599,20 +602,42 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
             progress(name)
         warmup, repeats = plan[cost]
         row: dict[str, Any] = {"workload": MOONS_WORKLOAD, "implementation": name, "repeats": repeats}
-        for prefix, gc_enabled in (("", True), ("gc_off_", False)):
-            backend = factory()
-            for k in range(warmup):
-                out = backend.train_step()
-                if k == 0 and gc_enabled:
-                    row["nodes"] = step_graph_nodes(out[0])
-                del out  # nothing of a step's graph may stay alive into the timed steps
-            times = _time_steps(backend, repeats, gc_enabled)
-            del backend
-            row[prefix + "ms"] = 1e3 * times[len(times) // 2]
-            row[prefix + "best_ms"] = 1e3 * times[0]
+        with _one_torch_thread(name.startswith("torch")):
+            _time_backend(row, factory, warmup, repeats)
         rows.append(row)
     ref = next(r for r in rows if r["implementation"] == REFERENCE_NAME)
     for r in rows:
         r["vs_reference"] = ref["ms"] / r["ms"]
         r["gc_off_vs_reference"] = ref["gc_off_ms"] / r["gc_off_ms"]
     return rows
+
+
+@contextlib.contextmanager
+def _one_torch_thread(active: bool) -> Iterator[None]:
+    """torch.set_num_threads(1) inside the block (restored after) when `active`."""
+    if not active:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_backend(row: dict[str, Any], factory: Callable[[], Any], warmup: int, repeats: int) -> None:
+    """Fill `row` with the median/best step times (GC on, then off, each on a fresh backend)."""
+    for prefix, gc_enabled in (("", True), ("gc_off_", False)):
+        backend = factory()
+        for k in range(warmup):
+            out = backend.train_step()
+            if k == 0 and gc_enabled:
+                row["nodes"] = step_graph_nodes(out[0])
+            del out  # nothing of a step's graph may stay alive into the timed steps
+        times = _time_steps(backend, repeats, gc_enabled)
+        del backend
+        row[prefix + "ms"] = 1e3 * times[len(times) // 2]
+        row[prefix + "best_ms"] = 1e3 * times[0]
