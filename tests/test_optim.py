@@ -540,3 +540,39 @@ def test_the_update_loops_refuse_indices_that_are_not_live_leaves():
         with pytest.raises(ValueError, match="not a live leaf"):
             _optim.sgd_step(bad, np.empty(0), 0.1, 0.0, 0.0, 0.0, False, False, False)
     _optim.zero_grad(param_index([v]))
+
+
+# ---- a zero gradient is a real gradient (the README's semantics; PyTorch's set_to_none=True differs) ----
+
+def test_a_parameter_no_loss_touched_has_grad_zero_and_still_follows_its_optimizer():
+    used, unused = fastgrad.Var(1.0), fastgrad.Var(2.0)
+    decay = optim.SGD([used, unused], lr=0.1, weight_decay=0.5)
+    momentum = optim.SGD([fastgrad.Var(3.0)], lr=0.1, momentum=0.9)
+    moved = momentum.param_groups[0]["params"][0]
+    for step in range(3):
+        decay.zero_grad()
+        momentum.zero_grad()
+        (used * 3.0).backward()
+        if step == 0:
+            moved.grad = 1.0                 # touched once, then never again
+        assert unused.grad == 0.0            # never None
+        decay.step()
+        momentum.step()
+    assert unused.data == pytest.approx(2.0 * (1 - 0.1 * 0.5) ** 3)      # weight decay alone moves it
+    assert moved.data == pytest.approx(3.0 - 0.1 * (1 + 0.9 + 0.81))   # the momentum buffer keeps moving it
+
+
+def test_zero_gradients_match_torch_with_set_to_none_false():
+    torch = pytest.importorskip("torch")
+    p = fastgrad.Var(2.0)
+    opt = optim.Adam([p], lr=0.1, weight_decay=0.1)
+    t = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    topt = torch.optim.Adam([t], lr=0.1, weight_decay=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        topt.zero_grad(set_to_none=False)    # PyTorch's default (True) would skip the parameter
+        t.grad = torch.zeros_like(t)
+        opt.step()
+        topt.step()
+        assert p.data == pytest.approx(t.item(), rel=1e-15)
+    assert p.data != 2.0
