@@ -9,6 +9,7 @@ import pytest
 
 import fastgrad as fg
 from fastgrad import _engine as E
+from fastgrad._nn import affine
 
 
 def _layer(nin, nout, seed):
@@ -22,7 +23,7 @@ def _layer(nin, nout, seed):
 def test_affine_matches_dot_plus_bias(activation):
     W, b = _layer(3, 5, seed=1)
     xs = [fg.Var(0.3), 0.7, fg.Var(-1.2)]
-    out = E.affine(W, b, xs, activation)
+    out = affine(W, b, xs, activation)
     act = {None: lambda v: v, "linear": lambda v: v, "relu": fg.relu, "tanh": fg.tanh,
            "sigmoid": fg.sigmoid}[activation]
     ref = [act(fg.dot(W[r], xs) + b[r]) for r in range(5)]
@@ -39,27 +40,27 @@ def test_affine_matches_dot_plus_bias(activation):
 def test_affine_validates_its_input():
     W, b = _layer(2, 3, seed=2)
     with pytest.raises(ValueError, match="weight row 0 has 2 entries, expected 1"):
-        E.affine(W, b, [1.0], "relu")
+        affine(W, b, [1.0], "relu")
     with pytest.raises(ValueError, match="unknown activation"):
-        E.affine(W, b, [1.0, 2.0], "gelu")
+        affine(W, b, [1.0, 2.0], "gelu")
     with pytest.raises(ValueError, match="the bias has 2 entries, expected 3"):
-        E.affine(W, b[:2], [1.0, 2.0])
+        affine(W, b[:2], [1.0, 2.0])
     with pytest.raises(TypeError, match="expected leaf Vars"):
-        E.affine([[1.0, 2.0]] + W[1:], b, [1.0, 2.0])
+        affine([[1.0, 2.0]] + W[1:], b, [1.0, 2.0])
     with pytest.raises(ValueError, match="not a leaf"):
-        E.affine([[W[0][0] * 2.0, W[0][1]]] + W[1:], b, [1.0, 2.0])
+        affine([[W[0][0] * 2.0, W[0][1]]] + W[1:], b, [1.0, 2.0])
     with pytest.raises(RuntimeError, match="never initialised"):
-        E.affine(W, [fg.Var.__new__(fg.Var)] + b[1:], [1.0, 2.0])
+        affine(W, [fg.Var.__new__(fg.Var)] + b[1:], [1.0, 2.0])
     with pytest.raises(TypeError):
-        E.affine(W, b, ["a", 2.0])
-    assert len(E.affine(W, None, [1.0, 2.0])) == 3
+        affine(W, b, ["a", 2.0])
+    assert len(affine(W, None, [1.0, 2.0])) == 3
 
 
 def test_affine_uses_the_vars_its_lists_hold_now():
     W, b = _layer(2, 1, seed=3)
-    assert E.affine(W, b, [1.0, 1.0])[0].data == W[0][0].data + W[0][1].data + b[0].data
+    assert affine(W, b, [1.0, 1.0])[0].data == W[0][0].data + W[0][1].data + b[0].data
     W[0][0] = fg.Var(100.0)          # item assignment: no cache can hide it
-    y = E.affine(W, b, [1.0, 1.0])[0]
+    y = affine(W, b, [1.0, 1.0])[0]
     assert y.data == 100.0 + W[0][1].data + b[0].data
     y.backward()
     assert W[0][0].grad == 1.0
@@ -200,7 +201,7 @@ def test_nary_nodes_hold_no_stray_references():
         x = fg.sum([(c * float(i) - 1.0) ** 2 for i in range(n)])
         y = fg.dot([c] * n, [float(i) for i in range(n)])
         z = E.custom(1.0, [c] * n, lambda g, n=n: (g,) * n)
-        layer = E.affine([[w]] * n, [w] * n, [c], "relu")
+        layer = affine([[w]] * n, [w] * n, [c], "relu")
         del x, y, z, layer
     assert E._alive_nodes() == before
 

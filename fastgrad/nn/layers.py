@@ -13,7 +13,8 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
-from fastgrad._engine import Var, affine, dot
+from fastgrad._engine import Var, dot
+from fastgrad._nn import affine
 from fastgrad.nn import functional as F
 from fastgrad.nn.module import Module
 
