@@ -15,7 +15,6 @@ ops were applied while a transformed function ran (their nodes, so a sweep can f
 """
 from __future__ import annotations
 
-import math
 import numbers
 import threading
 from contextlib import contextmanager

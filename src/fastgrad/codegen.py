@@ -53,6 +53,7 @@ def context(table: Any, debug: bool) -> Dict[str, Any]:
         "unary_ops": [op for op in ops if op.form == table.UNARY],
         "binary_functions": [op for op in ops if op.form == table.BINARY and op.function],
         "operators": table.OPERATORS,
+        "public_functions": table.PUBLIC_FUNCTIONS,
         "code": lambda name: table.BY_NAME[name].code,
         "width": max(len(op.code) for op in ops),
         "debug": debug,
