@@ -2,14 +2,14 @@
 
     python benchmarks/bench_engine.py [--quick] [--json out.json]
 
-Prints a Markdown table of the workloads in fastgrad.benchmark; --json also writes the rows.
+Prints a Markdown table of the workloads in fastgrad.app.workloads; --json also writes the rows.
 """
 import argparse
 import json
 import platform
 import sys
 
-from fastgrad import benchmark
+from fastgrad.app import workloads as benchmark
 
 
 def main(argv=None):

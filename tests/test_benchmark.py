@@ -1,4 +1,4 @@
-"""fastgrad.benchmark: every figure divides by the right count, node counts are counted, one GC policy.
+"""fastgrad.app.workloads: every figure divides by the right count, node counts are counted, one GC policy.
 
 Tiny sizes only; speed is never asserted (shared, noisy machines).
 """
@@ -8,7 +8,8 @@ import types
 import pytest
 
 import fastgrad
-from fastgrad import benchmark, reference
+from fastgrad import reference
+from fastgrad.app import workloads as benchmark
 
 
 @pytest.fixture(autouse=True)

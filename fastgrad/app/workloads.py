@@ -337,7 +337,8 @@ def chain_child(implementation, n, gc_enabled=True):
 def _run_chain_child(implementation, n, gc_enabled):
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    code = f"from fastgrad.benchmark import chain_child; chain_child({implementation!r}, {n}, {gc_enabled})"
+    code = (f"from fastgrad.app.workloads import chain_child; "
+            f"chain_child({implementation!r}, {n}, {gc_enabled})")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout)
 
