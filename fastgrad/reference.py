@@ -1,7 +1,7 @@
 """Pure-Python reference engine: fastgrad's scalar ``Var`` API written micrograd-style, numbers only.
 
 It is the oracle of the tests (every value and gradient of the compiled engine is compared with it) and the
-baseline of the benchmarks. It needs no NumPy and follows the shared semantics of DESIGN §3:
+baseline of the benchmarks. It needs no NumPy and follows the shared semantics of docs/semantics.md:
 
 - values and gradients are Python floats (float64);
 - leaf gradients accumulate across ``backward()`` calls until zeroed; interior gradients start from zero in

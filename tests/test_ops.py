@@ -164,3 +164,30 @@ def test_the_generated_stub_lists_every_method_and_function():
             assert f"def {op.method}(self" in stub
         if op.function:
             assert f"def {op.function}(" in stub
+
+
+def test_a_debug_build_aborts_on_an_op_code_the_table_does_not_know(tmp_path):
+    import importlib.util
+    import os
+    import shutil
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    codegen_path = os.path.join(root, "src", "fastgrad", "codegen.py")
+    if not os.path.exists(codegen_path):
+        pytest.skip("the generator ships with the sources, not with an installed wheel")
+    for rel in ("src/fastgrad", "fastgrad"):
+        os.makedirs(tmp_path / rel)
+    for name in os.listdir(os.path.join(root, "src", "fastgrad")):
+        if name.endswith(".in"):
+            shutil.copy(os.path.join(root, "src", "fastgrad", name), tmp_path / "src" / "fastgrad" / name)
+    shutil.copy(os.path.join(root, "fastgrad", "_optable.py"), tmp_path / "fastgrad" / "_optable.py")
+    spec = importlib.util.spec_from_file_location("_codegen_under_test", codegen_path)
+    codegen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codegen)
+    for debug in (False, True):
+        codegen.render(debug=debug, root=str(tmp_path))
+        ops_pxd = (tmp_path / "src" / "fastgrad" / "_ops.pxd").read_text()
+        for switch in ("op_value", "op_partials", "op_partials2"):
+            assert (f'fastgrad_unknown_op(op, "{switch}")' in ops_pxd) == debug, (switch, debug)
+        for op in _optable.OPS:
+            assert f"{op.code} " in ops_pxd

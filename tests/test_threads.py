@@ -1,4 +1,4 @@
-"""Threads and re-entrancy: a sweep owns its marks and scratch (DESIGN §2, Lifetime).
+"""Threads and re-entrancy: a sweep owns its marks and scratch (docs/semantics.md, 6; docs/engine.md, Walks).
 
 Threads that each train their own model share only the engine's arena. Every number they compute must be
 exactly what the same work gives single-threaded, however the interpreter interleaves them; and inspecting

@@ -117,7 +117,7 @@ def test_maximum_minimum_route_the_gradient_to_the_winner(fg, a, b):
     assert (y, gb) == (max(a, b), 0.0 if a > b else 1.0)
 
 
-# ---- kinks and edges (DESIGN §3) ----
+# ---- kinks and edges (docs/semantics.md, 1 and 2) ----
 
 def test_relu_and_abs_have_zero_gradient_at_zero(fg):
     assert value_and_grads(fg, lambda v: v.relu(), 0.0) == (0.0, [0.0])

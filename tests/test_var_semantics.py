@@ -1,4 +1,4 @@
-"""Graph semantics of Var (DESIGN §3): worked examples, shared subexpressions, accumulation, protocols."""
+"""Graph semantics of Var (docs/semantics.md): worked examples, shared subexpressions, accumulation, protocols."""
 import builtins
 import decimal
 import fractions
