@@ -80,7 +80,7 @@ def test_reference_functions_on_numbers_give_floats():
 def test_reference_backward_uses_the_values_of_the_forward_pass():
     x = ref.Var(2.0)
     y = x * x
-    x.data = 5.0  # docs/semantics.md's escape hatch (2): the reference documents that the forward values are used
+    x.data = 5.0  # the escape hatch (docs/semantics.md, 2): the reference uses the forward values
     y.backward()
     assert x.grad == 4.0
 

@@ -1,4 +1,5 @@
-"""Graph semantics of Var (docs/semantics.md): worked examples, shared subexpressions, accumulation, protocols."""
+"""Graph semantics of Var (docs/semantics.md): worked examples, shared subexpressions, accumulation,
+protocols."""
 import builtins
 import decimal
 import fractions

@@ -3,8 +3,8 @@
 Layout. Each parameter group keeps the int64 arena indices of its parameters (`param_index`) and its state
 as one float64 NumPy array per state name ("exp_avg", ...), entry i belonging to the group's i-th parameter,
 plus a step count. `step()` hands those to one C loop per group (`fastgrad._optim`). Every parameter is
-updated on every step: a zero gradient is a real gradient (docs/semantics.md, 2), so the group-level step count is
-every parameter's step count.
+updated on every step: a zero gradient is a real gradient (docs/semantics.md, 2), so the group-level step
+count is every parameter's step count.
 
 `state_dict()` is PyTorch's layout with plain numbers: {"state": {position: {"step": int, name: float}},
 "param_groups": [{hyper-parameters..., "params": [positions]}]}, positions counted across groups.
