@@ -6,6 +6,7 @@ An op added to the table is tested here with no test edit; `domain`, `k_values` 
 where to sample.
 """
 import math
+import os
 import random
 import struct
 
@@ -158,7 +159,8 @@ def test_every_op_the_engine_can_make_has_a_row():
 
 
 def test_the_generated_stub_lists_every_method_and_function():
-    stub = open(_engine.__file__.rsplit("/", 1)[0] + "/_engine.pyi", encoding="utf-8").read()
+    with open(os.path.join(os.path.dirname(_engine.__file__), "_engine.pyi"), encoding="utf-8") as f:
+        stub = f.read()
     for op in _optable.OPS:
         if op.method:
             assert f"def {op.method}(self" in stub
