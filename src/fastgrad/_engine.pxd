@@ -57,5 +57,12 @@ cdef f64* grad_ptr() noexcept
 cdef bint live_leaf(i64 i) noexcept
 cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1
 cdef i64 new_nary(u8 op, const i64* arg, intp n, intp arity, f64 y) except -1
-cdef i64 node_index(Var v) except -1
+cdef int unset(Var v) except -1
+
+
+cdef inline i64 node_index(Var v) except -1:
+    """The node of handle ``v``; RuntimeError for a handle that was never given one (inline: no call)."""
+    if v.idx < 0:
+        unset(v)
+    return v.idx
 cdef i64 operand(object o, list keep, str fname) except -1

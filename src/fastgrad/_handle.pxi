@@ -46,11 +46,6 @@ cdef inline i64 idx_of(Var v) except -1:
     return v.idx
 
 
-cdef i64 node_index(Var v) except -1:
-    """``idx_of`` for the other compiled modules."""
-    return idx_of(v)
-
-
 cdef int unset(Var v) except -1:
     raise RuntimeError(
         f"this {type(v).__name__} was never initialised, so it has no node: it was made with "

@@ -19,6 +19,7 @@ cdef int leaf_row(object row, intp n, i64* out, intp r) except -1:
     cdef intp k
     cdef i64 j
     cdef object o
+    cdef const u8* op = arena().op        # stable here: nothing in this loop makes nodes
     if type(row) is not list and type(row) is not tuple:
         if not isinstance(row, (list, tuple)):
             raise TypeError(f"affine: {row_name(r)} must be a list or tuple of Vars, got {type(row).__name__}")
@@ -30,7 +31,7 @@ cdef int leaf_row(object row, intp n, i64* out, intp r) except -1:
         if type(o) is not Var and not isinstance(o, Var):
             raise TypeError(f"affine: {row_name(r)} holds {type(o).__name__}, expected leaf Vars")
         j = node_index(<Var>o)
-        if arena().op[j] != OP_LEAF:
+        if op[j] != OP_LEAF:
             raise ValueError(f"affine: {row_name(r)} holds a Var that is not a leaf")
         out[k] = j
     return 0
