@@ -7,7 +7,8 @@ The module is one compiled unit assembled from its seams (so the sweeps inline t
 - ``_sweeps.pxi``: reverse sweeps (backward, grad), collection, tangent and adjoint sweeps;
 - ``_handle.pxi``: operands and handles (what makes nodes from Python values);
 - ``_var.pxi`` (generated from ``_var.pxi.in`` and the op table): the Var class and the ``fg.`` functions;
-- ``_introspect.pxi``: tapes, local partials, parameter indices, memory statistics.
+- ``_introspect.pxi``: tapes, local partials, parameter indices, memory statistics;
+- ``_tape.pxi``: recording a traced graph for fg.compile, and the trace guard.
 
 Nodes live in one arena of struct-of-arrays (op, parents, value, aux, grad, refc), cut into fixed-size
 segments. A node's index is ``slot << SEG_SHIFT | offset``. Live segments form a list in activation order,
@@ -57,3 +58,4 @@ include "_sweeps.pxi"
 include "_handle.pxi"
 include "_var.pxi"
 include "_introspect.pxi"
+include "_tape.pxi"

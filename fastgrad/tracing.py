@@ -1,0 +1,242 @@
+"""Trace once, replay many: ``fg.compile``.
+
+``fg.compile(fn)`` returns a callable. Its first call with arguments of a given structure runs ``fn`` once
+on fresh leaf Vars (a *trace*) and records the graph it builds as a tape (``fastgrad._replay.Tape``). Every
+call then replays the tape in C on the new argument values, forward and backward, with no Python per node:
+it returns the result as a new leaf Var (``.data`` is the value) and adds the gradient of the result to the
+``.grad`` of every Var made outside ``fn`` that the result depends on (the model's parameters), exactly as
+``fn(*args).backward()`` would, bit for bit. So ``opt.zero_grad()``, ``opt.step()`` and schedulers work
+unchanged around it.
+
+What a trace cannot see: Python decisions made on values. An ``if`` on a traced value, a comparison, a
+``float(v)`` would be frozen at the traced value, so inside a trace they raise ``TraceError``; branch in the
+graph instead (``relu``, ``maximum``, ``minimum`` and ``abs`` are ops: they replay correctly at any value).
+Reading ``v.data`` is not caught (it cannot be told apart from printing): a value read that way is a
+constant of the tape. ``fg.compile(fn, check=True)`` runs ``fn`` eagerly beside the first replays and
+raises ``TraceError`` on any difference. Other things the tape keeps from the trace: which Vars ``fn``
+reads (a parameter replaced by a new Var after tracing is not seen: call ``.clear()``), random numbers drawn
+inside ``fn``, and anything ``fn`` does besides computing its result.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import threading
+from typing import Any, Callable, List, Optional, Tuple
+
+import numpy as np
+
+from fastgrad import _engine, _pytree
+from fastgrad._engine import Var
+from fastgrad._replay import Tape
+
+__all__ = ["compile", "Compiled", "TraceError"]
+
+_trace_lock = threading.RLock()
+
+
+class TraceError(RuntimeError):
+    """A compiled function did something a replay cannot reproduce (see ``fastgrad.tracing``)."""
+
+
+def compile(fn: Optional[Callable[..., Any]] = None, *, check: bool = False, backward: bool = True,
+            cache_size: int = 8):
+    """Trace ``fn`` once per argument structure and replay it in C (see the module docstring).
+
+    ``fn`` takes numbers, NumPy arrays, Vars, and tuples/lists/dicts of them, and returns a scalar Var, or a
+    pair ``(loss, aux)`` where ``aux`` is a tuple/list/dict of Vars: then the compiled call returns
+    ``(Var(loss), aux as floats)`` (only ``loss`` is backpropagated).
+    Inside the trace a NumPy array arrives as an object array of leaf Vars of the same shape.
+    ``check``: compare the first 3 replays with eager evaluation (values and gradients, bit for bit).
+    ``backward``: also backpropagate (False: forward only). ``cache_size``: tapes kept (least recently
+    used dropped). Usable as a decorator, with or without arguments.
+    """
+    if fn is None:
+        return functools.partial(compile, check=check, backward=backward, cache_size=cache_size)
+    if not callable(fn):
+        raise TypeError(f"fg.compile: expected a function, got {type(fn).__name__}")
+    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
+        raise ValueError(f"fg.compile: cache_size must be a positive int, got {cache_size!r}")
+    return Compiled(fn, check=bool(check), backward=bool(backward), cache_size=cache_size)
+
+
+class _Entry:
+    """One traced structure: its tape and how to turn arguments into the tape's input vector."""
+
+    __slots__ = ("tape", "treedef", "var_slots", "aux_def")
+
+    def __init__(self, tape: Tape, treedef: Any, var_slots: Tuple[int, ...], aux_def: Any):
+        self.tape = tape
+        self.aux_def = aux_def          # structure of the auxiliary results (None: a Var result)
+        self.treedef = treedef          # the arguments' structure (to rebuild them for eager checks)
+        self.var_slots = var_slots      # argument slots that held Vars at trace time
+
+
+class Compiled:
+    """A function compiled by ``fg.compile``: call it like the function."""
+
+    def __init__(self, fn: Callable[..., Any], *, check: bool, backward: bool, cache_size: int):
+        self.fn = fn
+        self.check = check
+        self.backward = backward
+        self.cache_size = cache_size
+        self._cache: "collections.OrderedDict[Any, _Entry]" = collections.OrderedDict()
+        self._checks_left = 3 if check else 0
+        self.traces = 0                 # how many times fn was traced
+        functools.update_wrapper(self, fn)
+
+    def clear(self) -> None:
+        """Forget every tape (the next call traces again)."""
+        self._cache.clear()
+
+    def tape(self, *args: Any) -> Tape:
+        """The tape these arguments replay (tracing it if needed)."""
+        key, x, leaves = _arguments(args)
+        return self._entry(key, args, leaves).tape
+
+    def __call__(self, *args: Any) -> Var:
+        key, x, leaves = _arguments(args)
+        entry = self._entry(key, args, leaves)
+        if self._checks_left > 0:
+            self._checks_left -= 1
+            return self._checked(entry, x, _leaves(args, leaves))
+        return self._replay(entry, x, leaves)
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _entry(self, key: Any, args: Tuple[Any, ...], leaves: Optional[List[Any]]) -> _Entry:
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._trace(args)
+            self._cache[key] = entry
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return entry
+
+    def _trace(self, args: Tuple[Any, ...]) -> _Entry:
+        leaves, treedef = _pytree.flatten(tuple(args), "fg.compile arguments")
+        with _trace_lock:
+            floor = _engine._enter_trace()
+            try:
+                # every argument slot is a fresh leaf of the tape; a Var argument's slot takes its value
+                inputs = [Var(v.data if isinstance(v, Var) else v) for v in leaves]
+                loss, aux = _result(self.fn(*treedef.unflatten(inputs)))
+                aux_leaves, aux_def = _aux_tree(aux)
+                arrays = _engine.record([loss, *aux_leaves], inputs, floor)
+            finally:
+                _engine._exit_trace()
+        op, a, b, k, operands, external, out_pos, _ = arrays
+        self.traces += 1
+        var_slots = tuple(i for i, v in enumerate(leaves) if isinstance(v, Var))
+        tape = Tape(op, a, b, k, operands, external, len(leaves), out_pos)
+        return _Entry(tape, treedef, var_slots, aux_def)
+
+    def _replay(self, entry: _Entry, x: np.ndarray, leaves: Optional[List[Any]]) -> Any:
+        tape = entry.tape
+        values = np.empty(len(tape.outputs)) if entry.aux_def is not None else None
+        if not self.backward or not entry.var_slots:
+            y = tape.run(x, self.backward, 1.0, None, values)
+        else:
+            # Var arguments: their .grad takes the gradient of their slot, added term by term as in eager mode
+            slots = entry.var_slots
+            arg_grad = np.full(len(leaves), -0.0)
+            arg_grad[list(slots)] = [leaves[i].grad if leaves[i].op == "leaf" else -0.0 for i in slots]
+            y = tape.run(x, True, 1.0, arg_grad, values)
+            for i in slots:
+                v = leaves[i]
+                if v.op == "leaf":
+                    v.grad = float(arg_grad[i])
+                else:
+                    v.backward(float(arg_grad[i]))
+        if entry.aux_def is None:
+            return Var(y)
+        return Var(y), entry.aux_def.unflatten([float(t) for t in values[1:]])
+
+    def _checked(self, entry: _Entry, x: np.ndarray, leaves: List[Any]) -> Any:
+        """Replay, and compare with eager evaluation of fn on the same arguments."""
+        targets = [h for h in entry.tape.external if h.op == "leaf"]
+        targets += [leaves[i] for i in entry.var_slots if leaves[i].op == "leaf"]
+        before = [t.grad for t in targets]
+        inputs = [v if isinstance(v, Var) else Var(v) for v in leaves]    # as in the trace
+        loss, aux = _result(self.fn(*entry.treedef.unflatten(inputs)))
+        eager = [loss.data, *[v.data for v in _aux_tree(aux)[0]]]
+        eager_grads = before
+        if self.backward:
+            loss.backward()
+            eager_grads = [t.grad for t in targets]
+            for t, g in zip(targets, before):
+                t.grad = g
+        del loss, aux
+        result = self._replay(entry, x, leaves)
+        replay = [result.data] if entry.aux_def is None else \
+            [result[0].data, *_aux_tree(result[1], numbers=True)[0]]
+        problems = []
+        for q, (r, e) in enumerate(zip(replay, eager)):
+            if not _same(r, e):
+                what = "value" if q == 0 else f"auxiliary value {q - 1}"
+                problems.append(f"{what}: replay {r!r}, eager {e!r}")
+        for t, r, e in zip(targets, [t.grad for t in targets], eager_grads):
+            if not _same(r, e):
+                problems.append(f"grad of {t!r}: replay {r!r}, eager {e!r}")
+        if problems:
+            raise TraceError(
+                f"fg.compile(check=True): the replay of {getattr(self.fn, '__qualname__', self.fn)!s} "
+                "differs from running it eagerly (Python control flow on values, a .data read, randomness "
+                "or a replaced parameter is frozen in the trace):\n  " + "\n  ".join(problems[:10]))
+        return result
+
+    def __repr__(self) -> str:
+        return f"<fg.compile of {getattr(self.fn, '__qualname__', self.fn)!s}: {len(self._cache)} tape(s)>"
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+
+
+def _result(out: Any) -> Tuple[Var, Any]:
+    """(loss, aux) of what the function returned: a Var, or a (Var, auxiliary results) pair."""
+    aux = None
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Var):
+        out, aux = out
+    if not isinstance(out, Var):
+        raise TypeError("fg.compile: the function must return a scalar Var (its loss), or a pair (loss, aux) "
+                        f"whose aux holds Vars; got {type(out).__name__}")
+    return out, aux
+
+
+def _aux_tree(aux: Any, numbers: bool = False):
+    """Leaves and structure of the auxiliary results (None: no aux). Every leaf must be a Var (a number
+    computed during the trace would be frozen), or with ``numbers`` a float (a replay's result)."""
+    if aux is None:
+        return [], None
+    leaves, treedef = _pytree.flatten(aux, "fg.compile auxiliary results")
+    if not numbers:
+        for v in leaves:
+            if not isinstance(v, Var):
+                raise TraceError("fg.compile: the auxiliary results must be Vars; a number computed during "
+                                 f"the trace ({v!r}) would be frozen at its traced value. Return the Vars "
+                                 "and compute it from their values outside.")
+    return leaves, treedef
+
+
+def _arguments(args: Tuple[Any, ...]) -> Tuple[Any, np.ndarray, Optional[List[Any]]]:
+    """(cache key, input vector, leaves or None) of a call's arguments. Fast path (leaves None): every
+    argument is a real NumPy array or a Python number, and the key is their shapes."""
+    if all((type(a) is np.ndarray and a.dtype.kind in "biuf") or type(a) is float or type(a) is int
+           for a in args):
+        key = tuple([a.shape if type(a) is np.ndarray else None for a in args])
+        if not args:
+            return key, np.empty(0), None
+        return key, np.concatenate([np.ravel(a).astype(np.float64, copy=False) if type(a) is np.ndarray
+                                    else np.array([a], dtype=np.float64) for a in args]), None
+    leaves, treedef = _pytree.flatten(tuple(args), "fg.compile arguments")
+    key = (treedef, tuple([isinstance(v, Var) for v in leaves]))
+    x = np.array([v.data if isinstance(v, Var) else v for v in leaves], dtype=np.float64)
+    return key, x, leaves
+
+
+def _leaves(args: Tuple[Any, ...], leaves: Optional[List[Any]]) -> List[Any]:
+    return leaves if leaves is not None else _pytree.flatten(tuple(args), "fg.compile arguments")[0]

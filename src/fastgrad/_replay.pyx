@@ -1,0 +1,212 @@
+"""Replaying a recorded tape (fg.compile): forward and reverse sweeps over compact arrays, no Python per node.
+
+A tape (made by ``_engine.record``) is a function of its inputs: positions ``0 .. nargs-1`` are the
+arguments, ``nargs .. nin-1`` the external nodes (made before the trace, read from the arena on every
+replay), then the body in creation order. The sweeps repeat exactly what eager mode computes, in the same
+order, with the same op-table functions: every value and every gradient is bit-identical to building the
+graph again and calling ``backward()``:
+
+- values: ``op_value`` per node; ``sum`` and ``dot`` add from 0.0 in operand order, as ``fg.sum``/``fg.dot``;
+- adjoints: a body node's adjoint starts at -0.0, the identity of IEEE addition (eager mode sets it at its
+  first contribution: the same bits); an external leaf's adjoint starts at its current ``.grad``, so its
+  contributions are added to it one by one, in eager mode's order, and the sum is written back;
+- an external node that is not a leaf (computed outside the function) gets its adjoint as a backward seed
+  (eager mode would carry on through it in the same pass: the same terms, possibly summed in another order).
+"""
+cimport cython
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+
+from fastgrad._engine cimport Arena, Var, arena, node_index
+from fastgrad._ops cimport N_OPS, OP_CUSTOM, OP_DOT, OP_LEAF, OP_SUM, op_partials, op_value
+from fastgrad._types cimport f64, i64, u8, intp
+
+
+cdef void sweep_forward(const u8* op, const i64* a, const i64* b, const f64* k, const i64* args, intp start,
+                        intp n, f64* v) noexcept nogil:
+    cdef intp i, m, s
+    cdef f64 y
+    cdef u8 o
+    for i in range(start, n):
+        o = op[i]
+        if o == OP_SUM:
+            s = a[i]
+            y = 0.0
+            for m in range(b[i]):
+                y += v[args[s + m]]
+        elif o == OP_DOT:
+            s = a[i]
+            y = 0.0
+            for m in range(b[i]):
+                y += v[args[s + 2 * m]] * v[args[s + 2 * m + 1]]
+        elif o == OP_LEAF:
+            y = k[i]
+        else:
+            y = op_value(o, v[a[i]], v[b[i]] if b[i] >= 0 else 0.0, k[i])
+        v[i] = y
+
+
+cdef void sweep_reverse(const u8* op, const i64* a, const i64* b, const f64* k, const i64* args, intp start,
+                        intp out, const f64* v, f64* g) noexcept nogil:
+    cdef intp i, m, s, x, w
+    cdef f64 gi, d0, d1
+    cdef u8 o
+    i = out
+    while i >= start:
+        o = op[i]
+        gi = g[i]
+        if o == OP_SUM:
+            s = a[i]
+            for m in range(b[i]):
+                g[args[s + m]] += gi
+        elif o == OP_DOT:
+            s = a[i]
+            for m in range(b[i]):
+                w = args[s + 2 * m]
+                x = args[s + 2 * m + 1]
+                g[w] += gi * v[x]
+                g[x] += gi * v[w]
+        elif o != OP_LEAF:
+            op_partials(o, v[a[i]], v[b[i]] if b[i] >= 0 else 0.0, k[i], v[i], &d0, &d1)
+            g[a[i]] += gi * d0
+            if b[i] >= 0:
+                g[b[i]] += gi * d1
+        i -= 1
+
+
+cdef int check_tape(const u8[::1] op, const i64[::1] a, const i64[::1] b, const f64[::1] k,
+                    const i64[::1] args, intp nin) except -1:
+    """ValueError unless the arrays describe a tape the sweeps can run without reading out of bounds:
+    inputs are leaves, every parent comes before its node, every operand slot exists."""
+    cdef intp n = op.shape[0], i, m, slots
+    if a.shape[0] != n or b.shape[0] != n or k.shape[0] != n:
+        raise ValueError("Tape: op, a, b and k must have the same length")
+    if not 0 <= nin <= n:
+        raise ValueError(f"Tape: {nin} inputs for {n} positions")
+    for i in range(n):
+        if op[i] >= N_OPS or op[i] == OP_CUSTOM or (i < nin and op[i] != OP_LEAF):
+            raise ValueError(f"Tape: position {i} has op code {op[i]}, which a tape cannot hold there")
+        if i < nin or op[i] == OP_LEAF:
+            continue
+        if op[i] == OP_SUM or op[i] == OP_DOT:
+            slots = b[i] * (2 if op[i] == OP_DOT else 1)
+            if a[i] < 0 or b[i] < 0 or a[i] + slots > args.shape[0]:
+                raise ValueError(f"Tape: position {i}: operand slots out of range")
+            for m in range(slots):
+                if not 0 <= args[a[i] + m] < i:
+                    raise ValueError(f"Tape: position {i}: an operand does not come before it")
+        elif not (0 <= a[i] < i and -1 <= b[i] < i):
+            raise ValueError(f"Tape: position {i}: a parent does not come before it")
+    return 0
+
+
+@cython.final
+cdef class Tape:
+    """A recorded graph, replayed on new argument values (see the module docstring)."""
+    cdef readonly object op, a, b, k, operands   # NumPy arrays (kept: the pointers below point into them)
+    cdef readonly list external                   # handles on the external nodes (kept alive)
+    cdef readonly intp nargs, nin, n, out
+    cdef readonly object outputs                  # positions of the outputs (out = outputs[0])
+    cdef const u8* _op
+    cdef const i64* _a
+    cdef const i64* _b
+    cdef const f64* _k
+    cdef const i64* _args
+    cdef i64* _ext           # arena indices of the external nodes
+    cdef bint* _ext_leaf     # is external node q a leaf (else: its adjoint is a backward seed)
+    cdef bint _has_inner     # any external node that is not a leaf
+
+    def __cinit__(self, op, a, b, k, operands, list external, intp nargs, outputs):
+        cdef const u8[::1] vop = op
+        cdef const i64[::1] va = a, vb = b, vargs = operands
+        cdef const f64[::1] vk = k
+        cdef intp q, ne = len(external)
+        cdef Arena* A = arena()
+        self.op, self.a, self.b, self.k, self.operands = op, a, b, k, operands
+        self.external = external
+        self.nargs = nargs
+        self.nin = nargs + ne
+        self.n = vop.shape[0]
+        self.outputs = np.asarray(outputs, dtype=np.int64)
+        self.out = self.outputs[0]
+        for q in range(self.outputs.shape[0]):
+            if not 0 <= self.outputs[q] < self.n:
+                raise ValueError("Tape: an output position is out of range")
+        self._op = &vop[0] if self.n else NULL
+        self._a = &va[0] if self.n else NULL
+        self._b = &vb[0] if self.n else NULL
+        self._k = &vk[0] if self.n else NULL
+        self._args = &vargs[0] if vargs.shape[0] else NULL
+        check_tape(vop, va, vb, vk, vargs, self.nin)
+        self._ext = <i64*>malloc(max(ne, 1) * sizeof(i64))
+        self._ext_leaf = <bint*>malloc(max(ne, 1) * sizeof(bint))
+        if self._ext == NULL or self._ext_leaf == NULL:
+            raise MemoryError()
+        self._has_inner = False
+        for q in range(ne):
+            self._ext[q] = node_index(<Var>external[q])
+            self._ext_leaf[q] = A.op[self._ext[q]] == OP_LEAF
+            if not self._ext_leaf[q]:
+                self._has_inner = True
+
+    def __dealloc__(self):
+        free(self._ext)
+        free(self._ext_leaf)
+
+    def run(self, const f64[::1] x not None, bint backward=True, f64 seed=1.0, f64[::1] arg_grad=None,
+            f64[::1] values=None):
+        """Replay on argument values ``x``: returns the output's value; with ``backward``, the external
+        leaves' ``.grad`` gain d out / d leaf * seed, exactly as eager ``out.backward(seed)`` would.
+        ``arg_grad`` (optional, one per argument): the arguments' adjoints start there and end there.
+        ``values`` (optional, one per output): receives the outputs' values."""
+        if x.shape[0] != self.nargs:
+            raise ValueError(f"the tape takes {self.nargs} argument values, got {x.shape[0]}")
+        if arg_grad is not None and arg_grad.shape[0] != self.nargs:
+            raise ValueError(f"arg_grad: expected {self.nargs} values, got {arg_grad.shape[0]}")
+        cdef intp n = self.n, nin = self.nin, nargs = self.nargs, q
+        cdef f64* v = <f64*>malloc(max(n, 1) * sizeof(f64) * (2 if backward else 1))
+        if v == NULL:
+            raise MemoryError()
+        cdef f64* g = v + n
+        cdef Arena* A = arena()
+        cdef f64 y
+        try:
+            # NOTE: the GIL is held throughout: the external leaves' .grad is read before the sweep and
+            # written after it, and no other thread may add to it in between.
+            for q in range(nargs):
+                v[q] = x[q]
+            for q in range(nin - nargs):
+                v[nargs + q] = A.value[self._ext[q]]
+            sweep_forward(self._op, self._a, self._b, self._k, self._args, nin, n, v)
+            y = v[self.out]
+            if values is not None:
+                if values.shape[0] != self.outputs.shape[0]:
+                    raise ValueError(f"values: expected {self.outputs.shape[0]} slots, got {values.shape[0]}")
+                for q in range(values.shape[0]):
+                    values[q] = v[<intp>self.outputs[q]]
+            if not backward:
+                return y
+            for q in range(n):
+                g[q] = -0.0
+            for q in range(nin - nargs):
+                if self._ext_leaf[q]:
+                    g[nargs + q] = A.grad[self._ext[q]]
+            if arg_grad is not None:
+                for q in range(nargs):
+                    g[q] = arg_grad[q]
+            g[self.out] += seed
+            sweep_reverse(self._op, self._a, self._b, self._k, self._args, nin, self.out, v, g)
+            for q in range(nin - nargs):
+                if self._ext_leaf[q]:
+                    A.grad[self._ext[q]] = g[nargs + q]
+            if arg_grad is not None:
+                for q in range(nargs):
+                    arg_grad[q] = g[q]
+            if self._has_inner:
+                seeds = [(self.external[q], g[nargs + q]) for q in range(nin - nargs) if not self._ext_leaf[q]]
+                for h, s in reversed(seeds):
+                    h.backward(s)
+            return y
+        finally:
+            free(v)

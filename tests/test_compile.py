@@ -1,0 +1,357 @@
+"""fg.compile: a replayed tape gives eager mode's values and gradients bit for bit, and refuses what it
+cannot replay."""
+import gc
+import math
+import random
+import threading
+
+import numpy as np
+import pytest
+from conftest import DIFFERENTIABLE, call, n_operands
+
+import fastgrad as fg
+from fastgrad import _engine
+from fastgrad._replay import Tape
+
+
+def same(a, b):
+    """Bit-identical floats (any two NaNs count as equal)."""
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+
+
+def eager_and_compiled(fn, params, args, steps=1):
+    """Run fn ``steps`` times eagerly (with backward), then compiled, each from zeroed gradients:
+    ((value, grads) eager, (value, grads) compiled)."""
+    compiled = fg.compile(fn)
+    out = []
+    for mode in ("eager", "compiled"):
+        for p in params:
+            p.grad = 0.0
+        for _ in range(steps):
+            if mode == "eager":
+                loss = fn(*args)
+                loss.backward()
+            else:
+                loss = compiled(*args)
+            value = loss.data
+        out.append((value, [p.grad for p in params]))
+    return out
+
+
+def assert_same_run(fn, params, args, steps=1):
+    (ve, ge), (vc, gc_) = eager_and_compiled(fn, params, args, steps=steps)
+    assert same(ve, vc), (ve, vc)
+    assert len(ge) == len(gc_)
+    for k, (a, b) in enumerate(zip(ge, gc_)):
+        assert same(a, b), (k, a, b)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# values and gradients equal eager mode's
+# ---------------------------------------------------------------------------------------------------------
+
+def moons_model(seed=0):
+    random.seed(seed)
+    model = fg.nn.MLP(2, [16, 16, 1])
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(20, 2))
+    y = np.where(rng.normal(size=20) > 0, 1.0, -1.0)
+    params = model.parameters()
+
+    def loss_fn(X, y):
+        scores = [model(list(x)) for x in X]
+        data = fg.sum([(1 + -yi * si).relu() for yi, si in zip(y, scores)]) * (1.0 / len(scores))
+        return data + 1e-4 * fg.dot(params, params)
+
+    return model, params, X, y, loss_fn
+
+
+def test_an_mlp_step_is_bit_identical_to_eager():
+    model, params, X, y, loss_fn = moons_model()
+    assert_same_run(loss_fn, params, (X, y))
+    assert_same_run(loss_fn, params, (X, y), steps=3)      # gradients accumulate as in eager mode
+
+
+def test_a_training_trajectory_is_bit_identical_to_eager():
+    losses = []
+    for compiled in (False, True):
+        model, params, X, y, loss_fn = moons_model(1)
+        opt = fg.optim.SGD(params, lr=0.5, momentum=0.9)
+        step = fg.compile(loss_fn) if compiled else None
+        run = []
+        for _ in range(8):
+            opt.zero_grad()
+            if compiled:
+                loss = step(X, y)
+            else:
+                loss = loss_fn(X, y)
+                loss.backward()
+            opt.step()
+            run.append(loss.data)
+        losses.append((run, [p.data for p in params]))
+        if compiled:
+            assert step.traces == 1
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("op", DIFFERENTIABLE, ids=lambda op: op.name)
+def test_every_op_replays_like_eager_at_ordinary_points_kinks_and_ieee_edges(op):
+    """Each op with its operands from arguments, from parameters made outside, and both; at points drawn
+    from the op's domain, at its kinks and at IEEE edges; replayed on one tape per structure."""
+    n = n_operands(op)
+    rng = random.Random(op.name)
+    lo, hi = op.domain
+    points = [tuple(rng.uniform(lo, hi) for _ in range(n)) for _ in range(6)]
+    points += [tuple(p) + (1.0,) * (n - len(p)) for p in op.special if len(p) <= n]
+    points += [(e,) * n for e in (0.0, -0.0, 1.0, -1.0, math.inf, -math.inf, math.nan, 1e308, 5e-324)]
+    ks = op.k_values or (0.5,)
+    w = fg.Var(0.75)        # a parameter made outside, read by every form below
+
+    def f(*xs):
+        outs = [call(fg, op, list(xs), k) for k in ks]
+        outs.append(call(fg, op, [xs[0] * w, *xs[1:]], ks[0]))          # a parameter on the path
+        outs.append(call(fg, op, [w] * n, ks[0]))                       # only the parameter
+        return fg.sum(outs)
+
+    compiled = fg.compile(f)
+    for point in points:
+        w.grad = 0.0
+        loss = f(*[fg.Var(x) for x in point])
+        loss.backward()
+        want = (loss.data, w.grad)
+        w.grad = 0.0
+        got = compiled(*point)
+        assert same(got.data, want[0]), (point, got.data, want[0])
+        assert same(w.grad, want[1]), (point, w.grad, want[1])
+    assert compiled.traces == 1
+
+
+def test_shared_subexpressions_constants_and_a_parameter_used_twice():
+    w, b = fg.Var(0.3), fg.Var(-1.2)
+
+    def f(x, y):
+        s = x * w + b
+        t = s * s + fg.sum([s, 2.0, w])          # a constant operand becomes a constant leaf of the tape
+        return (t / (y + w)).tanh() + fg.maximum(s, w) + w * w
+
+    assert_same_run(f, [w, b], (0.7, 1.9))
+    assert_same_run(f, [w, b], (-0.3, -0.3))
+
+
+def test_a_node_computed_outside_is_an_input_whose_gradient_reaches_its_leaves():
+    w = fg.Var(1.5)
+    c = w * 2.0                 # computed once, outside: eager mode backpropagates through it to w
+
+    def f(x):
+        return (c * x).sin() + c
+
+    assert_same_run(f, [w], (0.4,))
+
+
+def test_var_arguments_get_their_gradients():
+    w = fg.Var(2.0)
+    x = fg.Var(3.0)
+    u = fg.Var(0.5)
+    step = fg.compile(lambda a, b: (a * w + b).exp())
+    loss = (x * w + u).exp()
+    loss.backward()
+    want = (loss.data, x.grad, u.grad, w.grad)
+    for v in (x, u, w):
+        v.grad = 0.0
+    got = step(x, u)
+    assert (got.data, x.grad, u.grad, w.grad) == want
+    x2 = fg.Var(-1.0)
+    step(x2, u)                  # a different Var in the same slot: the tape reads it, not the traced one
+    assert x2.grad == pytest.approx(w.data * math.exp(x2.data * w.data + u.data))
+    assert step.traces == 1
+
+
+def test_auxiliary_results_are_returned_as_floats():
+    w = fg.Var(0.5)
+
+    def f(xs):
+        scores = [w * x for x in xs]
+        return fg.sum(scores), {"scores": scores, "first": scores[0].exp()}
+
+    step = fg.compile(f)
+    loss, aux = step([1.0, 2.0, 3.0])
+    assert loss.data == 3.0
+    assert aux == {"scores": [0.5, 1.0, 1.5], "first": math.exp(0.5)}
+    assert w.grad == 6.0           # only the loss is backpropagated
+    loss, aux = step([2.0, 2.0, -4.0])
+    assert aux["scores"] == [1.0, 1.0, -2.0] and loss.data == 0.0 and w.grad == 6.0
+
+
+def test_forward_only():
+    w = fg.Var(2.0)
+    step = fg.compile(lambda x: w * x, backward=False)
+    assert step(3.0).data == 6.0 and w.grad == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# structure: cache, re-tracing
+# ---------------------------------------------------------------------------------------------------------
+
+def test_it_traces_once_per_structure_and_retraces_when_it_changes():
+    w = fg.Var(1.0)
+    step = fg.compile(lambda xs: fg.sum([w * x for x in xs]), cache_size=2)
+    step(np.ones(3))
+    step(np.arange(3.0))
+    assert step.traces == 1
+    assert step(np.ones(4)).data == 4.0 and step.traces == 2
+    assert step([1.0, 2.0]).data == 3.0 and step.traces == 3      # a list: another structure
+    step(np.ones(3))                                               # evicted (cache_size=2): traced again
+    assert step.traces == 4
+    step.clear()
+    step(np.ones(3))
+    assert step.traces == 5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what a trace cannot see: errors, never a wrong number
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("leak", [
+    lambda x: x if x > 0 else -x,
+    lambda x: x if bool(x) else -x,
+    lambda x: x * float(x),
+    lambda x: x * int(x),
+    lambda x: x if x <= 0.5 else x * 2,
+])
+def test_python_decisions_on_traced_values_raise(leak):
+    with pytest.raises(fg.TraceError, match="fg.compile"):
+        fg.compile(leak)(1.5)
+    assert (fg.Var(1.0) > 0) is True          # outside a trace comparisons are plain Python values
+
+
+def test_check_catches_a_value_read_through_data():
+    w = fg.Var(1.0)
+
+    def f(x):
+        return w * x if x.data > 0 else w * -x    # .data is not caught while tracing ...
+
+    step = fg.compile(f, check=True)
+    step(1.0)
+    with pytest.raises(fg.TraceError, match="differs from running it eagerly"):
+        step(-1.0)                                 # ... but check=True compares with eager mode
+
+
+def test_check_passes_and_then_stops_checking():
+    model, params, X, y, loss_fn = moons_model()
+    step = fg.compile(loss_fn, check=True)
+    for _ in range(4):
+        step(X, y)
+
+
+@pytest.mark.parametrize("result, error, match", [
+    (lambda x: 3.0, TypeError, "must return a scalar Var"),
+    (lambda x: [x], TypeError, "must return a scalar Var"),
+    (lambda x: (x, 2.0), fg.TraceError, "auxiliary results must be Vars"),
+])
+def test_bad_results_are_refused(result, error, match):
+    with pytest.raises(error, match=match):
+        fg.compile(result)(1.0)
+
+
+def test_custom_ops_and_bad_arguments_are_refused():
+    cube = fg.custom_op(lambda x: x * x * x, lambda g, x: (3 * x * x * g,))
+    with pytest.raises(TypeError, match="custom op"):
+        fg.compile(lambda x: cube(x))(2.0)
+    with pytest.raises(TypeError, match="expected a function"):
+        fg.compile(3)
+    with pytest.raises(ValueError, match="cache_size"):
+        fg.compile(lambda x: x, cache_size=0)
+    with pytest.raises(TypeError, match="str"):
+        fg.compile(lambda x: x * 2)("2")
+    with pytest.raises(TypeError):
+        fg.compile(lambda x: x * 2)(np.array(["a"]))
+
+
+def test_the_engine_recovers_after_an_exception_inside_a_trace():
+    def boom(x):
+        x * 2
+        raise KeyError("inside")
+
+    with pytest.raises(KeyError):
+        fg.compile(boom)(1.0)
+    assert fg.Var(1.0) > 0                    # no trace left active
+
+
+def test_hand_made_tapes_are_validated():
+    op = np.array([0, 1], dtype=np.uint8)
+    ok = (np.array([-1, 0]), np.array([-1, -1]), np.zeros(2), np.zeros(0, dtype=np.int64))
+    Tape(op, *ok, [], 1, [1])
+    with pytest.raises(ValueError, match="before it"):
+        Tape(op, np.array([-1, 5]), *ok[1:], [], 1, [1])
+    with pytest.raises(ValueError, match="out of range"):
+        Tape(op, *ok, [], 1, [7])
+    with pytest.raises(ValueError, match="same length"):
+        Tape(op, np.array([-1]), *ok[1:], [], 1, [1])
+    with pytest.raises(ValueError, match="op code"):
+        Tape(np.array([0, 250], dtype=np.uint8), *ok, [], 1, [1])
+    with pytest.raises(ValueError, match="argument values"):
+        Tape(op, *ok, [], 1, [1]).run(np.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# lifetime, depth, threads
+# ---------------------------------------------------------------------------------------------------------
+
+def test_replays_keep_memory_flat_and_a_dropped_function_frees_its_tape():
+    gc.collect()
+    before = _engine.memory_stats()["nodes_alive"]
+    model, params, X, y, loss_fn = moons_model()
+    after_model = _engine.memory_stats()["nodes_alive"]
+    step = fg.compile(loss_fn)
+    step(X, y)
+    warm = _engine.memory_stats()
+    for _ in range(10_000 // 20):
+        for _ in range(20):
+            step(X, y)
+    assert _engine.memory_stats()["nodes_alive"] == warm["nodes_alive"]
+    assert _engine.memory_stats()["nodes_capacity"] == warm["nodes_capacity"]
+    del step
+    assert _engine.memory_stats()["nodes_alive"] == after_model
+    del model, params, loss_fn
+    gc.collect()
+    assert _engine.memory_stats()["nodes_alive"] == before
+
+
+def test_a_million_node_chain_compiles_and_replays_without_recursion():
+    w = fg.Var(1.0)
+
+    def chain(x):
+        y = x * w
+        for _ in range(10 ** 6 // 2):
+            y = y * 0.9999999 + 1e-7
+        return y
+
+    step = fg.compile(chain, check=True)
+    v = step(1.0)
+    assert v.data == pytest.approx(1.0, rel=1e-6)
+    assert step.tape(1.0).n > 10 ** 6
+
+
+def test_threads_replaying_their_own_models_get_exact_results():
+    results = {}
+
+    def work(seed):
+        model, params, X, y, loss_fn = moons_model(seed)
+        step = fg.compile(loss_fn)
+        opt = fg.optim.SGD(params, lr=0.1)
+        out = []
+        for _ in range(30):
+            opt.zero_grad()
+            out.append(step(X, y).data)
+            opt.step()
+        results[seed] = out
+
+    for seed in (3, 4):
+        work(seed)
+    single = dict(results)
+    threads = [threading.Thread(target=work, args=(s,)) for s in (3, 4, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == single
