@@ -32,6 +32,9 @@ directives = {
 _cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or ""
 INLINE = [] if "clang" in _cc else ["--param=max-inline-insns-single=1000"]
 
+# the batched replay splits its samples across threads with OpenMP (cython.parallel.prange)
+OPENMP = {os.path.join("src", "fastgrad", "_replay.pyx"): ["-fopenmp"]}
+
 runpy.run_path(os.path.join("src", "fastgrad", "codegen.py"))["render"](debug=DEBUG)
 
 extensions = [
@@ -40,7 +43,9 @@ extensions = [
         [path],
         # NOTE: -ffp-contract=off: no fused multiply-add contractions (the default on aarch64, and on x86-64
         # with -march=native), so every value stays bit-identical to the same expression on Python floats.
-        extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3", *INLINE]) + ["-ffp-contract=off"],
+        extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3", *INLINE]) + ["-ffp-contract=off"]
+        + OPENMP.get(path, []),
+        extra_link_args=OPENMP.get(path, []),
     )
     for path in sorted(glob.glob(os.path.join("src", "fastgrad", "_*.pyx")))
 ]

@@ -5,7 +5,7 @@ from fastgrad._engine import Var
 from fastgrad.custom import Function, custom_op
 from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradgradcheck
 from fastgrad.inspection import draw, graph_table, stats, to_dot
-from fastgrad.tracing import Compiled, TraceError, compile
+from fastgrad.tracing import Batched, Compiled, TraceError, compile, vmap
 from fastgrad.transforms import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp
 
 Value = Var  # micrograd code runs unchanged
@@ -16,7 +16,7 @@ __all__ = [
     "Var", "Value", *_optable.PUBLIC_FUNCTIONS,
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "graph_table", "to_dot", "draw", "stats", "gradcheck", "gradgradcheck", "GradcheckError",
-    "GradcheckResult", "custom_op", "Function", "compile", "Compiled", "TraceError",
+    "GradcheckResult", "custom_op", "Function", "compile", "Compiled", "vmap", "Batched", "TraceError",
     "nn", "optim",
 ]
 

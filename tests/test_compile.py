@@ -355,3 +355,84 @@ def test_threads_replaying_their_own_models_get_exact_results():
     for t in threads:
         t.join()
     assert results == single
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fg.vmap: one sample's tape replayed over a batch
+# ---------------------------------------------------------------------------------------------------------
+
+def per_sample(model):
+    def one(x, yi):
+        s = model(list(x))
+        return (1 + -yi * s).relu(), [s]
+    return one
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+def test_vmap_matches_eager_values_bit_for_bit_and_gradients_to_rounding(reduce):
+    model, params, X, y, _ = moons_model(2)
+    one = per_sample(model)
+    for p in params:
+        p.grad = 0.0
+    outs = [one(x, yi) for x, yi in zip(X, y)]
+    total = fg.sum([o[0] for o in outs])
+    loss = total * (1.0 / len(outs)) if reduce == "mean" else total
+    loss.backward()
+    want = [p.grad for p in params]
+    for p in params:
+        p.grad = 0.0
+    got, aux = fg.vmap(one, reduce=reduce, block=8)(X, y)
+    assert got.data == loss.data
+    assert aux[0].tolist() == [o[1][0].data for o in outs]
+    scale = max(abs(g) for g in want)
+    assert max(abs(a - b) for a, b in zip(want, [p.grad for p in params])) <= 1e-13 * scale
+
+
+def test_vmap_gives_the_same_bits_for_any_thread_count_and_close_results_for_any_block():
+    model, params, _, _, _ = moons_model(3)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(1000, 2)), np.sign(rng.normal(size=1000))
+    runs = {}
+    for threads, block in ((1, 64), (2, 64), (3, 64), (1, 128), (2, 7)):
+        for p in params:
+            p.grad = 0.0
+        loss, _ = fg.vmap(per_sample(model), threads=threads, block=block)(X, y)
+        runs[threads, block] = (loss.data, [p.grad for p in params])
+    assert runs[1, 64] == runs[2, 64] == runs[3, 64]
+    for key in ((1, 128), (2, 7)):
+        assert runs[key][0] == runs[1, 64][0]
+        for a, b in zip(runs[key][1], runs[1, 64][1]):
+            assert a == pytest.approx(b, rel=1e-12, abs=1e-15)
+
+
+def test_vmap_traces_once_per_sample_shape_and_reads_parameters_each_call():
+    w = fg.Var(2.0)
+    f = fg.vmap(lambda x: w * x[0] + x[1], reduce="sum")
+    assert f(np.ones((5, 2))).data == 15.0
+    w.data = 3.0
+    assert f(np.ones((9, 2))).data == 36.0 and f.traces == 1
+    assert f(np.ones((2, 3))).data == 8.0 and f.traces == 2
+
+
+@pytest.mark.parametrize("args, error, match", [
+    ((np.ones((3, 2)), np.ones(4)), ValueError, "samples"),
+    ((np.ones((0, 2)),), ValueError, "no samples"),
+    ((np.float64(1.0),), ValueError, "sample axis"),
+    ((np.array(["a", "b"]),), TypeError, "must hold real numbers"),
+    (([fg.Var(1.0)],), TypeError, "Vars"),
+    ((), TypeError, "at least one"),
+])
+def test_vmap_bad_batches_are_refused(args, error, match):
+    with pytest.raises(error, match=match):
+        fg.vmap(lambda *xs: fg.Var(1.0) * 2)(*args)
+
+
+def test_vmap_bad_options_are_refused():
+    with pytest.raises(ValueError, match="reduce"):
+        fg.vmap(lambda x: x, reduce="max")
+    with pytest.raises(ValueError, match="threads"):
+        fg.vmap(lambda x: x, threads=0)
+    with pytest.raises(ValueError, match="block"):
+        fg.vmap(lambda x: x, block=-1)
+    with pytest.raises(TypeError, match="function"):
+        fg.vmap(None if False else 5)

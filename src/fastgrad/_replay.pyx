@@ -14,12 +14,16 @@ graph again and calling ``backward()``:
   (eager mode would carry on through it in the same pass: the same terms, possibly summed in another order).
 """
 cimport cython
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 import numpy as np
 
 from fastgrad._engine cimport Arena, Var, arena, node_index
-from fastgrad._ops cimport N_OPS, OP_CUSTOM, OP_DOT, OP_LEAF, OP_SUM, op_partials, op_value
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset
+
+from fastgrad._ops cimport (N_OPS, OP_CUSTOM, OP_DOT, OP_LEAF, OP_SUM, op_adjoint_block, op_partials, op_value,
+                            op_value_block)
 from fastgrad._types cimport f64, i64, u8, intp
 
 
@@ -154,6 +158,49 @@ cdef class Tape:
         free(self._ext)
         free(self._ext_leaf)
 
+    def run_batch(self, const f64[:, ::1] X not None, bint backward=True, f64 seed=1.0, intp block=128,
+                  int threads=1, f64[:, ::1] values=None):
+        """Replay over the rows of ``X`` (samples x arguments), node-major in blocks of ``block`` samples,
+        on ``threads`` threads. Returns the per-sample values of output 0; ``values`` (optional, samples x
+        outputs) receives every output. With ``backward``, every sample's output 0 is seeded with ``seed``
+        and the external leaves' ``.grad`` gain the sum over samples (added in block order: the same bits
+        for any number of threads); an external node that is not a leaf gets that sum as a backward seed."""
+        cdef intp N = X.shape[0], nout = self.outputs.shape[0], ne = self.nin - self.nargs, q, blk
+        if X.shape[1] != self.nargs:
+            raise ValueError(f"the tape takes {self.nargs} argument values per sample, got {X.shape[1]}")
+        if block < 1:
+            raise ValueError(f"block must be at least 1, got {block}")
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        if values is not None and (values.shape[0] != N or values.shape[1] != nout):
+            raise ValueError(f"values: expected shape ({N}, {nout}), got ({values.shape[0]}, {values.shape[1]})")
+        cdef intp nblk = (N + block - 1) // block
+        losses = np.empty(N)
+        outvals = np.empty((N, nout)) if values is None else values
+        partial = np.zeros((max(nblk, 1), max(ne, 1)))
+        ext_val = np.empty(max(ne, 1))
+        cdef f64[::1] vl = losses, ve = ext_val
+        cdef f64[:, ::1] vo = outvals, vp = partial
+        cdef const i64[::1] vouts = self.outputs
+        cdef Arena* A = arena()
+        cdef f64 tot
+        if N == 0:
+            return losses
+        for q in range(ne):
+            ve[q] = A.value[self._ext[q]]
+        run_blocks(self, &X[0, 0], N, &ve[0], min(block, N), threads, backward, seed, &vl[0], &vouts[0], nout,
+                   &vo[0, 0], &vp[0, 0])
+        if backward:
+            for q in range(ne):
+                tot = -0.0
+                for blk in range(nblk):
+                    tot = tot + vp[blk, q]
+                if self._ext_leaf[q]:
+                    A.grad[self._ext[q]] += tot
+                else:
+                    self.external[q].backward(tot)
+        return losses
+
     def run(self, const f64[::1] x not None, bint backward=True, f64 seed=1.0, f64[::1] arg_grad=None,
             f64[::1] values=None):
         """Replay on argument values ``x``: returns the output's value; with ``backward``, the external
@@ -210,3 +257,145 @@ cdef class Tape:
             return y
         finally:
             free(v)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batched replay: one tape (one sample's graph) over many samples, node-major
+# ---------------------------------------------------------------------------------------------------------
+#
+# A block of B samples is laid out node-major: V[i * B + s] is node i's value for sample s of the block, so
+# each node's op runs as one loop over B contiguous values (op_value_block / op_adjoint_block). Blocks are
+# independent: threads take whole blocks, each with its own V and G. The per-sample results (losses,
+# auxiliary values) land in per-sample slots; each block's external-leaf gradient sums land in a row of
+# their own, and the rows are added in block order at the end, so the result does not depend on how many
+# threads ran or which ran what.
+
+cdef void block_forward(const u8* op, const i64* a, const i64* b, const f64* k, const i64* args, intp nin,
+                        intp n, f64* V, intp B, intp cnt) noexcept nogil:
+    cdef intp i, m, s, st
+    cdef f64* y
+    cdef const f64* w
+    cdef const f64* x
+    for i in range(nin, n):
+        y = V + i * B
+        if op[i] == OP_SUM:
+            st = a[i]
+            for s in range(cnt):
+                y[s] = 0.0
+            for m in range(b[i]):
+                x = V + args[st + m] * B
+                for s in range(cnt):
+                    y[s] += x[s]
+        elif op[i] == OP_DOT:
+            st = a[i]
+            for s in range(cnt):
+                y[s] = 0.0
+            for m in range(b[i]):
+                w = V + args[st + 2 * m] * B
+                x = V + args[st + 2 * m + 1] * B
+                for s in range(cnt):
+                    y[s] += w[s] * x[s]
+        elif op[i] == OP_LEAF:
+            for s in range(cnt):
+                y[s] = k[i]
+        else:
+            op_value_block(op[i], V + a[i] * B, V + b[i] * B if b[i] >= 0 else NULL, k[i], y, cnt)
+
+
+cdef void block_reverse(const u8* op, const i64* a, const i64* b, const f64* k, const i64* args, intp nin,
+                        intp out, const f64* V, f64* G, intp B, intp cnt) noexcept nogil:
+    cdef intp i, m, s, st
+    cdef const f64* g
+    cdef const f64* w
+    cdef const f64* x
+    cdef f64* gw
+    cdef f64* gx
+    i = out
+    while i >= nin:
+        g = G + i * B
+        if op[i] == OP_SUM:
+            st = a[i]
+            for m in range(b[i]):
+                gx = G + args[st + m] * B
+                for s in range(cnt):
+                    gx[s] += g[s]
+        elif op[i] == OP_DOT:
+            st = a[i]
+            for m in range(b[i]):
+                w = V + args[st + 2 * m] * B
+                x = V + args[st + 2 * m + 1] * B
+                gw = G + args[st + 2 * m] * B
+                gx = G + args[st + 2 * m + 1] * B
+                for s in range(cnt):
+                    gw[s] += g[s] * x[s]
+                for s in range(cnt):
+                    gx[s] += g[s] * w[s]
+        elif op[i] != OP_LEAF:
+            op_adjoint_block(op[i], V + a[i] * B, V + b[i] * B if b[i] >= 0 else NULL, k[i], V + i * B, g,
+                             G + a[i] * B, G + b[i] * B if b[i] >= 0 else NULL, cnt)
+        i -= 1
+
+
+cdef inline f64 lane_sum(const f64* x, intp cnt) noexcept nogil:
+    """x[0] + ... + x[cnt-1] in four interleaved lanes (independent additions the CPU overlaps), combined
+    as (l0 + l1) + (l2 + l3), then the tail: a fixed order, so the same bits on every run."""
+    cdef f64 l0 = -0.0, l1 = -0.0, l2 = -0.0, l3 = -0.0
+    cdef intp s = 0
+    while s + 4 <= cnt:
+        l0 = l0 + x[s]
+        l1 = l1 + x[s + 1]
+        l2 = l2 + x[s + 2]
+        l3 = l3 + x[s + 3]
+        s += 4
+    l0 = (l0 + l1) + (l2 + l3)
+    while s < cnt:
+        l0 = l0 + x[s]
+        s += 1
+    return l0
+
+
+cdef int run_blocks(Tape t, const f64* X, intp N, const f64* ext_val, intp B, int nthreads, bint backward,
+                    f64 seed, f64* losses, const i64* outs, intp nout, f64* outvals, f64* partial) except -1:
+    """Replay ``t`` over the N rows of ``X`` (N x nargs, row-major), in blocks of B samples.
+
+    ``losses[s]``: output 0 of sample s; ``outvals[s * nout + q]``: output q; with ``backward``, row ``blk``
+    of ``partial`` (nblocks x next) gets block blk's sums of the external inputs' adjoints (each sample
+    seeded with ``seed``)."""
+    cdef intp nblk = (N + B - 1) // B, blk, n = t.n, nin = t.nin, nargs = t.nargs, ne = t.nin - t.nargs
+    cdef intp s, q, i, s0, cnt, stride = n * B * (2 if backward else 1)
+    cdef f64* V
+    cdef f64* G
+    if nthreads > nblk:
+        nthreads = <int>nblk
+    # one value/adjoint scratch per thread
+    cdef f64* scratch = <f64*>malloc(nthreads * stride * sizeof(f64) + sizeof(f64))
+    if scratch == NULL:
+        raise MemoryError()
+    try:
+        for blk in prange(nblk, nogil=True, num_threads=nthreads, schedule="static"):
+            V = scratch + threadid() * stride
+            G = V + n * B
+            s0 = blk * B
+            cnt = min(B, N - s0)
+            for q in range(nargs):
+                for s in range(cnt):
+                    V[q * B + s] = X[(s0 + s) * nargs + q]
+            for q in range(ne):
+                for s in range(cnt):
+                    V[(nargs + q) * B + s] = ext_val[q]
+            block_forward(t._op, t._a, t._b, t._k, t._args, nin, n, V, B, cnt)
+            for s in range(cnt):
+                losses[s0 + s] = V[t.out * B + s]
+                for q in range(nout):
+                    outvals[(s0 + s) * nout + q] = V[outs[q] * B + s]
+            if backward:
+                for i in range(n * B):
+                    G[i] = -0.0
+                for s in range(cnt):
+                    G[t.out * B + s] = seed
+                block_reverse(t._op, t._a, t._b, t._k, t._args, nin, t.out, V, G, B, cnt)
+                for q in range(ne):
+                    partial[blk * ne + q] = lane_sum(G + (nargs + q) * B, cnt)
+    finally:
+        free(scratch)
+    return 0
