@@ -105,6 +105,25 @@ cdef int check_tape(const u8[::1] op, const i64[::1] a, const i64[::1] b, const 
     return 0
 
 
+cdef void mark_rows(const u8* op, const i64* a, const i64* b, const i64* args, intp nin, intp n, u8* row,
+                    const i64[::1] outputs) noexcept:
+    """Give a row to every external input that something other than a dot node reads (or that is an
+    output)."""
+    cdef intp i, m
+    for i in range(nin, n):
+        if op[i] == OP_DOT or op[i] == OP_LEAF:
+            continue
+        if op[i] == OP_SUM:
+            for m in range(b[i]):
+                row[args[a[i] + m]] = 1
+        else:
+            row[a[i]] = 1
+            if b[i] >= 0:
+                row[b[i]] = 1
+    for m in range(outputs.shape[0]):
+        row[outputs[m]] = 1
+
+
 @cython.final
 cdef class Tape:
     """A recorded graph, replayed on new argument values (see the module docstring)."""
@@ -120,6 +139,8 @@ cdef class Tape:
     cdef i64* _ext           # arena indices of the external nodes
     cdef bint* _ext_leaf     # is external node q a leaf (else: its adjoint is a backward seed)
     cdef bint _has_inner     # any external node that is not a leaf
+    cdef u8* _row            # _row[p]: position p needs a per-sample row in a batched replay (an external
+                             # input read only as a dot operand does not: it is a scalar there)
 
     def __cinit__(self, op, a, b, k, operands, list external, intp nargs, outputs):
         cdef const u8[::1] vop = op
@@ -148,6 +169,12 @@ cdef class Tape:
         if self._ext == NULL or self._ext_leaf == NULL:
             raise MemoryError()
         self._has_inner = False
+        self._row = <u8*>malloc(max(self.n, 1))
+        if self._row == NULL:
+            raise MemoryError()
+        for q in range(self.n):
+            self._row[q] = not (nargs <= q < self.nin)
+        mark_rows(self._op, self._a, self._b, self._args, self.nin, self.n, self._row, self.outputs)
         for q in range(ne):
             self._ext[q] = node_index(<Var>external[q])
             self._ext_leaf[q] = A.op[self._ext[q]] == OP_LEAF
@@ -155,6 +182,7 @@ cdef class Tape:
                 self._has_inner = True
 
     def __dealloc__(self):
+        free(self._row)
         free(self._ext)
         free(self._ext_leaf)
 
@@ -270,13 +298,25 @@ cdef class Tape:
 # their own, and the rows are added in block order at the end, so the result does not depend on how many
 # threads ran or which ran what.
 
-cdef void block_forward(const u8* op, const i64* a, const i64* b, const f64* k, const i64* args, intp nin,
-                        intp n, f64* V, intp B, intp cnt) noexcept nogil:
-    cdef intp i, m, s, st
+cdef inline bint scalar_ext(intp p, intp nargs, intp nin, const u8* row) noexcept nogil:
+    """Is position ``p`` an external input that has no per-sample row (read as a scalar by dot nodes)?"""
+    return nargs <= p < nin and not row[p]
+
+
+cdef void block_forward(Tape t, f64* V, const f64* ev, intp B, intp cnt) noexcept nogil:
+    """Forward over one block: V[i * B + s] is node i's value for sample s. An external input read only
+    by dot nodes has no row: its value ``ev[p - nargs]`` is used as a scalar."""
+    cdef const u8* op = t._op
+    cdef const i64* a = t._a
+    cdef const i64* b = t._b
+    cdef const i64* args = t._args
+    cdef const u8* row = t._row
+    cdef intp i, m, s, st, pw, px, nargs = t.nargs, nin = t.nin
     cdef f64* y
     cdef const f64* w
     cdef const f64* x
-    for i in range(nin, n):
+    cdef f64 c
+    for i in range(nin, t.n):
         y = V + i * B
         if op[i] == OP_SUM:
             st = a[i]
@@ -291,54 +331,67 @@ cdef void block_forward(const u8* op, const i64* a, const i64* b, const f64* k, 
             for s in range(cnt):
                 y[s] = 0.0
             for m in range(b[i]):
-                w = V + args[st + 2 * m] * B
-                x = V + args[st + 2 * m + 1] * B
-                for s in range(cnt):
-                    y[s] += w[s] * x[s]
+                pw = args[st + 2 * m]
+                px = args[st + 2 * m + 1]
+                if scalar_ext(pw, nargs, nin, row):
+                    c = ev[pw - nargs]
+                    if scalar_ext(px, nargs, nin, row):
+                        c = c * ev[px - nargs]
+                        for s in range(cnt):
+                            y[s] += c
+                    else:
+                        x = V + px * B
+                        for s in range(cnt):
+                            y[s] += c * x[s]
+                elif scalar_ext(px, nargs, nin, row):
+                    c = ev[px - nargs]
+                    w = V + pw * B
+                    for s in range(cnt):
+                        y[s] += w[s] * c
+                else:
+                    w = V + pw * B
+                    x = V + px * B
+                    for s in range(cnt):
+                        y[s] += w[s] * x[s]
         elif op[i] == OP_LEAF:
             for s in range(cnt):
-                y[s] = k[i]
+                y[s] = t._k[i]
         else:
-            op_value_block(op[i], V + a[i] * B, V + b[i] * B if b[i] >= 0 else NULL, k[i], y, cnt)
+            op_value_block(op[i], V + a[i] * B, V + b[i] * B if b[i] >= 0 else NULL, t._k[i], y, cnt)
 
 
-cdef void block_reverse(const u8* op, const i64* a, const i64* b, const f64* k, const i64* args, intp nin,
-                        intp out, const f64* V, f64* G, intp B, intp cnt) noexcept nogil:
-    cdef intp i, m, s, st
-    cdef const f64* g
-    cdef const f64* w
-    cdef const f64* x
-    cdef f64* gw
-    cdef f64* gx
-    i = out
-    while i >= nin:
-        g = G + i * B
-        if op[i] == OP_SUM:
-            st = a[i]
-            for m in range(b[i]):
-                gx = G + args[st + m] * B
-                for s in range(cnt):
-                    gx[s] += g[s]
-        elif op[i] == OP_DOT:
-            st = a[i]
-            for m in range(b[i]):
-                w = V + args[st + 2 * m] * B
-                x = V + args[st + 2 * m + 1] * B
-                gw = G + args[st + 2 * m] * B
-                gx = G + args[st + 2 * m + 1] * B
-                for s in range(cnt):
-                    gw[s] += g[s] * x[s]
-                for s in range(cnt):
-                    gx[s] += g[s] * w[s]
-        elif op[i] != OP_LEAF:
-            op_adjoint_block(op[i], V + a[i] * B, V + b[i] * B if b[i] >= 0 else NULL, k[i], V + i * B, g,
-                             G + a[i] * B, G + b[i] * B if b[i] >= 0 else NULL, cnt)
-        i -= 1
+cdef inline f64 lane_dot(const f64* g, const f64* x, f64 c, intp cnt) noexcept nogil:
+    """sum of g[s] * x[s] (or g[s] * c when ``x`` is NULL) in four interleaved lanes combined as
+    (l0 + l1) + (l2 + l3), then the tail: a fixed order, the same bits on every run."""
+    cdef f64 l0 = -0.0, l1 = -0.0, l2 = -0.0, l3 = -0.0
+    cdef intp s = 0
+    if x == NULL:
+        while s + 4 <= cnt:
+            l0 = l0 + g[s] * c
+            l1 = l1 + g[s + 1] * c
+            l2 = l2 + g[s + 2] * c
+            l3 = l3 + g[s + 3] * c
+            s += 4
+        l0 = (l0 + l1) + (l2 + l3)
+        while s < cnt:
+            l0 = l0 + g[s] * c
+            s += 1
+        return l0
+    while s + 4 <= cnt:
+        l0 = l0 + g[s] * x[s]
+        l1 = l1 + g[s + 1] * x[s + 1]
+        l2 = l2 + g[s + 2] * x[s + 2]
+        l3 = l3 + g[s + 3] * x[s + 3]
+        s += 4
+    l0 = (l0 + l1) + (l2 + l3)
+    while s < cnt:
+        l0 = l0 + g[s] * x[s]
+        s += 1
+    return l0
 
 
 cdef inline f64 lane_sum(const f64* x, intp cnt) noexcept nogil:
-    """x[0] + ... + x[cnt-1] in four interleaved lanes (independent additions the CPU overlaps), combined
-    as (l0 + l1) + (l2 + l3), then the tail: a fixed order, so the same bits on every run."""
+    """x[0] + ... + x[cnt-1] in four interleaved lanes, in the fixed order of ``lane_dot``."""
     cdef f64 l0 = -0.0, l1 = -0.0, l2 = -0.0, l3 = -0.0
     cdef intp s = 0
     while s + 4 <= cnt:
@@ -354,7 +407,68 @@ cdef inline f64 lane_sum(const f64* x, intp cnt) noexcept nogil:
     return l0
 
 
-cdef int run_blocks(Tape t, const f64* X, intp N, const f64* ext_val, intp B, int nthreads, bint backward,
+cdef void block_reverse(Tape t, const f64* V, f64* G, const f64* ev, f64* P, intp B, intp cnt) noexcept nogil:
+    """Reverse over one block. A row-less external input's adjoint is summed over the block straight into
+    ``P[p - nargs]``; every other node's adjoint is a row of G."""
+    cdef const u8* op = t._op
+    cdef const i64* a = t._a
+    cdef const i64* b = t._b
+    cdef const i64* args = t._args
+    cdef const u8* row = t._row
+    cdef intp i, m, s, st, pw, px, nargs = t.nargs, nin = t.nin
+    cdef const f64* g
+    cdef const f64* w
+    cdef const f64* x
+    cdef f64* gw
+    cdef f64* gx
+    cdef f64 cw, cx
+    i = t.out
+    while i >= nin:
+        g = G + i * B
+        if op[i] == OP_SUM:
+            st = a[i]
+            for m in range(b[i]):
+                gx = G + args[st + m] * B
+                for s in range(cnt):
+                    gx[s] += g[s]
+        elif op[i] == OP_DOT:
+            st = a[i]
+            for m in range(b[i]):
+                pw = args[st + 2 * m]
+                px = args[st + 2 * m + 1]
+                w = NULL if scalar_ext(pw, nargs, nin, row) else V + pw * B
+                x = NULL if scalar_ext(px, nargs, nin, row) else V + px * B
+                cw = ev[pw - nargs] if w == NULL else 0.0
+                cx = ev[px - nargs] if x == NULL else 0.0
+                # d/dw: g * x
+                if w == NULL:
+                    P[pw - nargs] = P[pw - nargs] + lane_dot(g, x, cx, cnt)
+                else:
+                    gw = G + pw * B
+                    if x == NULL:
+                        for s in range(cnt):
+                            gw[s] += g[s] * cx
+                    else:
+                        for s in range(cnt):
+                            gw[s] += g[s] * x[s]
+                # d/dx: g * w
+                if x == NULL:
+                    P[px - nargs] = P[px - nargs] + lane_dot(g, w, cw, cnt)
+                else:
+                    gx = G + px * B
+                    if w == NULL:
+                        for s in range(cnt):
+                            gx[s] += g[s] * cw
+                    else:
+                        for s in range(cnt):
+                            gx[s] += g[s] * w[s]
+        elif op[i] != OP_LEAF:
+            op_adjoint_block(op[i], V + a[i] * B, V + b[i] * B if b[i] >= 0 else NULL, t._k[i], V + i * B, g,
+                             G + a[i] * B, G + b[i] * B if b[i] >= 0 else NULL, cnt)
+        i -= 1
+
+
+cdef int run_blocks(Tape t, const f64* X, intp N, const f64* ev, intp B, int nthreads, bint backward,
                     f64 seed, f64* losses, const i64* outs, intp nout, f64* outvals, f64* partial) except -1:
     """Replay ``t`` over the N rows of ``X`` (N x nargs, row-major), in blocks of B samples.
 
@@ -362,12 +476,13 @@ cdef int run_blocks(Tape t, const f64* X, intp N, const f64* ext_val, intp B, in
     of ``partial`` (nblocks x next) gets block blk's sums of the external inputs' adjoints (each sample
     seeded with ``seed``)."""
     cdef intp nblk = (N + B - 1) // B, blk, n = t.n, nin = t.nin, nargs = t.nargs, ne = t.nin - t.nargs
-    cdef intp s, q, i, s0, cnt, stride = n * B * (2 if backward else 1)
+    cdef intp s, q, i, s0, cnt, stride = n * B * (2 if backward else 1) + ne
     cdef f64* V
     cdef f64* G
+    cdef f64* P
     if nthreads > nblk:
         nthreads = <int>nblk
-    # one value/adjoint scratch per thread
+    # per thread: values, adjoints, and the block's sums for the row-less external inputs
     cdef f64* scratch = <f64*>malloc(nthreads * stride * sizeof(f64) + sizeof(f64))
     if scratch == NULL:
         raise MemoryError()
@@ -375,27 +490,35 @@ cdef int run_blocks(Tape t, const f64* X, intp N, const f64* ext_val, intp B, in
         for blk in prange(nblk, nogil=True, num_threads=nthreads, schedule="static"):
             V = scratch + threadid() * stride
             G = V + n * B
+            P = G + (n * B if backward else 0)
             s0 = blk * B
             cnt = min(B, N - s0)
             for q in range(nargs):
                 for s in range(cnt):
                     V[q * B + s] = X[(s0 + s) * nargs + q]
             for q in range(ne):
-                for s in range(cnt):
-                    V[(nargs + q) * B + s] = ext_val[q]
-            block_forward(t._op, t._a, t._b, t._k, t._args, nin, n, V, B, cnt)
+                if t._row[nargs + q]:
+                    for s in range(cnt):
+                        V[(nargs + q) * B + s] = ev[q]
+            block_forward(t, V, ev, B, cnt)
             for s in range(cnt):
                 losses[s0 + s] = V[t.out * B + s]
                 for q in range(nout):
                     outvals[(s0 + s) * nout + q] = V[outs[q] * B + s]
             if backward:
-                for i in range(n * B):
-                    G[i] = -0.0
+                for i in range(n):
+                    if i < nargs or i >= nin or t._row[i]:
+                        for s in range(cnt):
+                            G[i * B + s] = -0.0
+                for q in range(ne):
+                    P[q] = -0.0
                 for s in range(cnt):
                     G[t.out * B + s] = seed
-                block_reverse(t._op, t._a, t._b, t._k, t._args, nin, t.out, V, G, B, cnt)
+                block_reverse(t, V, G, ev, P, B, cnt)
                 for q in range(ne):
-                    partial[blk * ne + q] = lane_sum(G + (nargs + q) * B, cnt)
+                    if t._row[nargs + q]:
+                        P[q] = P[q] + lane_sum(G + (nargs + q) * B, cnt)
+                    partial[blk * ne + q] = P[q]
     finally:
         free(scratch)
     return 0
