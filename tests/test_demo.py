@@ -124,6 +124,82 @@ def test_torch_backend_follows_fastgrads_trajectory(optimizer):
     assert torch_after == pytest.approx(weights_after, rel=TORCH_RTOL, abs=1e-14)
 
 
+# ---- compiled, batched, NumPy and JAX: FusedBackend's trajectory ----
+#
+# CompiledBackend replays FusedBackend's graph: the same bits. The others sum in another order (fg.vmap's
+# gradients over the points by blocks; NumPy and JAX a matmul per layer and NumPy's pairwise mean): a few ulps
+# per step, as torch (see TORCH_RTOL), so 1e-12 on every loss of 10 steps, and the same accuracies.
+
+TRAJECTORY_STEPS = 10
+
+
+def _fused_and(cls, optimizer, seed=0, n=backends.N_POINTS, **kwargs):
+    X, y = backends.moons(seed, n=n)
+    weights = backends.initial_weights(2, (16, 16), seed)
+    lr = backends.DEFAULT_LR[optimizer]
+    return (backends.FusedBackend(weights, X, y, 100, optimizer, lr),
+            cls(weights, X, y, 100, optimizer, lr, **kwargs))
+
+
+def _follows(fused, other, rel):
+    for k in range(TRAJECTORY_STEPS):
+        (loss, acc), (other_loss, other_acc) = fused.step(), other.step()
+        assert other_loss == pytest.approx(loss, rel=rel, abs=rel), f"step {k}"
+        assert other_acc == acc, f"step {k}"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_compiled_backend_is_the_fused_backend_bit_for_bit(optimizer):
+    fused, compiled = _fused_and(backends.CompiledBackend, optimizer)
+    for k in range(TRAJECTORY_STEPS):
+        assert compiled.step() == fused.step(), f"step {k}"
+    assert [p.data for p in compiled.params] == [p.data for p in fused.params]
+    assert compiled.loss.traces == 1  # traced once, replayed after
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_backend_follows_the_fused_backend(optimizer, threads):
+    fused, batched = _fused_and(backends.BatchedBackend, optimizer, threads=threads)
+    _follows(fused, batched, 1e-12)
+    assert [p.data for p in batched.params] == pytest.approx([p.data for p in fused.params], rel=1e-12,
+                                                              abs=1e-14)
+
+
+def test_batched_backend_first_loss_is_the_fused_one_and_threads_give_the_same_bits():
+    # 300 points: three blocks of 128, so two threads really split them
+    fused, one = _fused_and(backends.BatchedBackend, "sgd", n=300, threads=1)
+    _, two = _fused_and(backends.BatchedBackend, "sgd", n=300, threads=2)
+    first = fused.step()
+    assert one.step() == two.step() == first  # before any update: every term is fused's bit for bit
+    for _ in range(3):
+        assert one.step() == two.step()
+    assert [p.data for p in one.params] == [p.data for p in two.params]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_numpy_backend_follows_the_fused_backend(optimizer):
+    fused, floor = _fused_and(backends.NumpyBackend, optimizer)
+    _follows(fused, floor, 1e-12)
+    after = [v for W, b in zip(floor.Ws, floor.bs) for row, bias in zip(W.tolist(), b.tolist())
+             for v in (*row, bias)]
+    assert after == pytest.approx([p.data for p in fused.params], rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_jax_backend_follows_the_fused_backend(optimizer):
+    pytest.importorskip("jax")
+    fused, jitted = _fused_and(backends.JaxBackend, optimizer)
+    _follows(fused, jitted, 1e-12)
+
+
+def test_backends_reject_an_unknown_optimizer():
+    X, y = backends.moons(0)
+    weights = backends.initial_weights(2, (4,), 0)
+    with pytest.raises(ValueError, match="lbfgs"):
+        backends.NumpyBackend(weights, X, y, 3, "lbfgs")
+
+
 # ---- the command ----
 
 def test_run_prints_accuracy_and_timing():

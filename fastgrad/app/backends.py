@@ -10,6 +10,13 @@ micrograd does).
 - `EngineBackend(engine)`: a tiny MLP written against an engine module's `Var`/`dot`/`sum`: with
   `fastgrad.reference`, whose `dot`/`sum` are per-scalar Python loops, it is the pure-Python baseline;
 - `ScalarBackend(Value)`: micrograd's own `nn.py` code (per-scalar `sum(wi*xi ...)`), here on `fg.Value`;
+- `CompiledBackend`: FusedBackend's model, loss and optimizer, the loss traced once by `fg.compile` and
+  replayed in C (forward and backward) at every step: the same losses bit for bit;
+- `BatchedBackend`: one point's hinge term traced once and replayed over the 100 points by `fg.vmap`
+  (mean), the L2 term by a second, tiny `fg.compile`: the same losses to rounding (~1e-16);
+- `NumpyBackend`: the same MLP, loss and update written by hand in NumPy (float64 arrays, the backward pass
+  derived by hand): the floor a scalar engine is measured against;
+- `JaxBackend`: the NumPy step's math under `jax.jit` (float64), when `jax` is installed;
 - `MicrogradBackend`: the `micrograd` package itself, when installed; `TorchBackend`: batched torch tensors.
 
 The demo (`fastgrad.app.demo`) trains on them; the benchmark (`fastgrad.app.bench`) times them.
@@ -22,6 +29,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 import fastgrad
 from fastgrad import nn, optim
 from fastgrad.data import make_moons
@@ -32,9 +41,13 @@ __all__ = [
     "L2",
     "NOISE",
     "N_POINTS",
+    "BatchedBackend",
+    "CompiledBackend",
     "EngineBackend",
     "FusedBackend",
+    "JaxBackend",
     "MicrogradBackend",
+    "NumpyBackend",
     "ScalarBackend",
     "TorchBackend",
     "initial_weights",
@@ -167,6 +180,235 @@ class PythonUpdate:
             m[i] = m[i] + (1 - beta1) * (g - m[i])
             v[i] = v[i] * beta2 + (1 - beta2) * g * g
             p.data = p.data + -step_size * m[i] / (math.sqrt(v[i]) / bc2_sqrt + eps)
+
+
+class CompiledBackend(FusedBackend):
+    """FusedBackend's model, loss and optimizer with the loss compiled by `fg.compile`: traced on the first
+    step, then replayed in C, forward and backward, at every step. The scores come back as the tape's
+    auxiliary results (floats), so the accuracy needs no graph. Its losses are FusedBackend's bit for bit."""
+
+    name = "fg.compile (fastgrad.nn, replayed)"
+
+    def __init__(self, weights: Weights, X: list[list[float]], y: list[int], steps: int,
+                 optimizer: str = "sgd", lr: float = 1.0) -> None:
+        super().__init__(weights, X, y, steps, optimizer, lr)
+        self.X = np.array(X, dtype=np.float64)
+        model, params, labels = self.model, self.params, list(y)
+
+        def loss_and_scores(points: Any) -> tuple[Any, list[Any]]:
+            # points: during the trace, a (100, 2) object array of leaf Vars; labels are trace constants
+            scores = [model(x) for x in points]
+            return F.hinge_loss(scores, labels) + L2 * fastgrad.dot(params, params), scores
+
+        self.loss = fastgrad.compile(loss_and_scores)
+
+    def train_step(self) -> tuple[Any, list[float]]:
+        """zero_grad, one replay (forward and backward), update: (loss Var, scores as floats)."""
+        self.optimizer.zero_grad()
+        loss, scores = self.loss(self.X)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, scores
+
+    def step(self) -> tuple[float, float]:
+        loss, scores = self.train_step()
+        return loss.data, accuracy(scores, self.y)
+
+    def graph_nodes(self) -> int:
+        """The nodes of the tape replayed per step (its inputs included): those of FusedBackend's graph."""
+        return self.loss.tape(self.X).n
+
+
+class BatchedBackend(FusedBackend):
+    """FusedBackend's model and optimizer; the loss is one point's hinge term, `relu(1 - y·score)`, traced
+    once and replayed over the 100 points by `fg.vmap(reduce="mean")`, plus the L2 term, which belongs to no
+    sample: a second `fg.compile` (a tape of three nodes over the parameters), added to the mean.
+
+    The per-point terms are FusedBackend's bit for bit (y = ±1, so y·score is exact); the gradients are
+    summed over the points in another order, so the losses agree to rounding (~1e-16), not bit for bit.
+    `threads`: fg.vmap's threads (default: the usable cores; 100 points are one block of 128 anyway)."""
+
+    name = "fg.vmap (fastgrad.nn per point, batched)"
+
+    def __init__(self, weights: Weights, X: list[list[float]], y: list[int], steps: int,
+                 optimizer: str = "sgd", lr: float = 1.0, threads: int | None = None) -> None:
+        super().__init__(weights, X, y, steps, optimizer, lr)
+        self.X = np.array(X, dtype=np.float64)
+        self.labels = np.array(y, dtype=np.float64)
+        model, params = self.model, self.params
+
+        def point_loss(x: Any, label: Any) -> tuple[Any, list[Any]]:
+            score = model(x)
+            return (1.0 - label * score).relu(), [score]
+
+        self.point_loss = point_loss
+        self.data_loss = fastgrad.vmap(point_loss, reduce="mean", threads=threads)
+        self.penalty = fastgrad.compile(lambda: L2 * fastgrad.dot(params, params))
+
+    def train_step(self) -> tuple[Any, list[float]]:
+        """zero_grad, the batched replay and the penalty's (each forward and backward), update."""
+        self.optimizer.zero_grad()
+        data_loss, (scores,) = self.data_loss(self.X, self.labels)
+        loss = fastgrad.Var(data_loss.data + self.penalty().data)  # the sum FusedBackend's graph computes
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, scores.tolist()
+
+    def step(self) -> tuple[float, float]:
+        loss, scores = self.train_step()
+        return loss.data, accuracy(scores, self.y)
+
+    def graph_nodes(self) -> int:
+        """The nodes of the eager graph of the same computation: every point's ops and inputs (x and its
+        label), the parameters once, the penalty's ops, and the mean and the sum (3 nodes)."""
+        point = fastgrad.compile(self.point_loss).tape(self.X[0], float(self.labels[0]))
+        penalty = self.penalty.tape()
+        n = len(self.X)
+        per_point = point.n - point.nin + point.nargs
+        return n * per_point + (point.nin - point.nargs) + (penalty.n - penalty.nin) + 3
+
+
+class NumpyBackend:
+    """The same MLP, loss and optimizer by hand in NumPy: float64 arrays, one matmul per layer over all
+    points, the backward pass derived by hand. No autodiff: the floor for what a step costs in Python."""
+
+    name = "numpy (hand-written forward + backward)"
+
+    def __init__(self, weights: Weights, X: list[list[float]], y: list[int], steps: int,
+                 optimizer: str = "sgd", lr: float = 1.0) -> None:
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}")
+        self.Ws = [np.array([w for w, _ in layer], dtype=np.float64) for layer in weights]  # (out, in)
+        self.bs = [np.array([b for _, b in layer], dtype=np.float64) for layer in weights]  # (out,)
+        self.X = np.array(X, dtype=np.float64)
+        self.y = np.array(y, dtype=np.float64)
+        self.optimizer, self.lr, self.steps, self.k = optimizer, lr, steps, 0
+        self.m = [np.zeros_like(p) for p in (*self.Ws, *self.bs)]  # Adam's moments
+        self.v = [np.zeros_like(p) for p in (*self.Ws, *self.bs)]
+
+    def train_step(self) -> tuple[float, np.ndarray]:
+        """Forward over all points, the hand-derived backward, the update: (loss, scores)."""
+        Ws, bs, y, last = self.Ws, self.bs, self.y, len(self.Ws) - 1
+        # forward, keeping what backward needs: each layer's input and pre-activation
+        inputs, pre = [], []
+        h = self.X
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            inputs.append(h)
+            z = h @ W.T + b
+            pre.append(z)
+            h = z if i == last else np.maximum(z, 0.0)
+        scores = h[:, 0]
+        margins = 1.0 - y * scores
+        params = [*Ws, *bs]
+        loss = np.maximum(margins, 0.0).mean() + L2 * sum(float((p * p).sum()) for p in params)
+        # backward: d loss / d score = -y / n where the margin is positive (relu'(0) = 0, as in fastgrad)
+        dz = (np.where(margins > 0.0, -y, 0.0) / len(y))[:, None]
+        dWs, dbs = [None] * len(Ws), [None] * len(bs)
+        for i in range(last, -1, -1):
+            dWs[i] = dz.T @ inputs[i] + 2.0 * L2 * Ws[i]
+            dbs[i] = dz.sum(axis=0) + 2.0 * L2 * bs[i]
+            if i:
+                dz = (dz @ Ws[i]) * (pre[i - 1] > 0.0)
+        self._update(params, [*dWs, *dbs])
+        return float(loss), scores
+
+    def _update(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        """In place: SGD, or Adam with PyTorch's formula; the learning rate on micrograd's schedule."""
+        lr = self.lr * lr_factor(self.k, self.steps)
+        self.k += 1
+        if self.optimizer == "sgd":
+            for p, g in zip(params, grads):
+                p -= lr * g
+            return
+        beta1, beta2, eps, t = 0.9, 0.999, 1e-8, self.k
+        step_size = lr / (1 - beta1 ** t)
+        bc2_sqrt = (1 - beta2 ** t) ** 0.5
+        for p, g, m, v in zip(params, grads, self.m, self.v):
+            m += (1 - beta1) * (g - m)
+            v *= beta2
+            v += (1 - beta2) * g * g
+            p -= step_size * m / (np.sqrt(v) / bc2_sqrt + eps)
+
+    def step(self) -> tuple[float, float]:
+        loss, scores = self.train_step()
+        return loss, accuracy(scores.tolist(), self.y.tolist())
+
+    def graph_nodes(self) -> None:
+        return None  # no graph
+
+
+class JaxBackend:
+    """NumpyBackend's step in JAX: the loss written once, its gradient by `jax.value_and_grad`, the whole
+    step (forward, backward, update) under one `jax.jit`, float64. Needs `jax`; turns on JAX's float64 mode
+    (`jax_enable_x64`) for the process."""
+
+    name = "jax.jit (batched float64 arrays)"
+
+    def __init__(self, weights: Weights, X: list[list[float]], y: list[int], steps: int,
+                 optimizer: str = "sgd", lr: float = 1.0) -> None:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}")
+        self.jax = jax
+        f64 = jnp.float64
+        self.params = [(jnp.array([w for w, _ in layer], dtype=f64),
+                        jnp.array([b for _, b in layer], dtype=f64)) for layer in weights]
+        self.moments = jax.tree_util.tree_map(lambda p: (jnp.zeros_like(p), jnp.zeros_like(p)), self.params)
+        self.X, self.y = jnp.array(X, dtype=f64), jnp.array(y, dtype=f64)
+        self.optimizer, self.lr, self.steps, self.k = optimizer, lr, steps, 0
+        last = len(weights) - 1
+
+        def loss_fn(params: Any, X: Any, y: Any) -> tuple[Any, Any]:
+            h = X
+            for i, (W, b) in enumerate(params):
+                h = h @ W.T + b
+                if i != last:
+                    h = jax.nn.relu(h)
+            scores = h[:, 0]
+            penalty = sum(jnp.sum(W * W) + jnp.sum(b * b) for W, b in params)
+            return jnp.mean(jax.nn.relu(1.0 - y * scores)) + L2 * penalty, scores
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+        def sgd(params: Any, moments: Any, X: Any, y: Any, lr: Any, t: Any) -> tuple[Any, ...]:
+            (loss, scores), grads = grad_fn(params, X, y)
+            return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), moments, loss, scores
+
+        def adam(params: Any, moments: Any, X: Any, y: Any, lr: Any, t: Any) -> tuple[Any, ...]:
+            (loss, scores), grads = grad_fn(params, X, y)
+            beta1, beta2, eps = 0.9, 0.999, 1e-8
+            step_size, bc2_sqrt = lr / (1 - beta1 ** t), jnp.sqrt(1 - beta2 ** t)
+            flat_p, tree = jax.tree_util.tree_flatten(params)
+            flat_g = tree.flatten_up_to(grads)
+            flat_mv = tree.flatten_up_to(moments)
+            new_p, new_mv = [], []
+            for p, g, (m, v) in zip(flat_p, flat_g, flat_mv):
+                m = m + (1 - beta1) * (g - m)
+                v = v * beta2 + (1 - beta2) * g * g
+                new_p.append(p - step_size * m / (jnp.sqrt(v) / bc2_sqrt + eps))
+                new_mv.append((m, v))
+            return tree.unflatten(new_p), tree.unflatten(new_mv), loss, scores
+
+        self._step = jax.jit(sgd if optimizer == "sgd" else adam)
+
+    def train_step(self) -> tuple[Any, Any]:
+        """One jitted step, waited for (JAX dispatches asynchronously): (loss, scores) as JAX arrays."""
+        lr = self.lr * lr_factor(self.k, self.steps)
+        self.k += 1
+        self.params, self.moments, loss, scores = self._step(self.params, self.moments, self.X, self.y,
+                                                             lr, float(self.k))
+        return self.jax.block_until_ready((loss, scores))
+
+    def step(self) -> tuple[float, float]:
+        loss, scores = self.train_step()
+        return float(loss), accuracy(np.asarray(scores).tolist(), np.asarray(self.y).tolist())
+
+    def graph_nodes(self) -> None:
+        return None  # XLA's program, not a graph of nodes
 
 
 class EngineBackend(_Backend):
