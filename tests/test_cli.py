@@ -34,7 +34,24 @@ def test_demo_options_in_process(capsys):
     assert "MLP(2, [8, 4, 1])" in out and "Adam lr 0.01" in out and "4 steps" in out
 
 
+@pytest.mark.parametrize("flag, backend", [("--compile", "compiled"), ("--batched", "batched")])
+def test_demo_compile_and_batched_flags_choose_the_backend(flag, backend, capsys):
+    assert cli.main(["demo", "--steps", "3", "--no-progress", flag]) == 0
+    out = capsys.readouterr().out
+    from fastgrad.app import demo
+
+    assert f"ms/step ({demo.MAIN_BACKENDS[backend].name};" in out
+
+
+def test_python_m_fastgrad_demo_compile_end_to_end():
+    proc = _run("demo", "--steps", "100", "--seed", "1", "--compile", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "training accuracy 100% (100/100)" in proc.stdout and "fg.compile" in proc.stdout
+
+
 @pytest.mark.parametrize("args", [
+    ["demo", "--compile", "--batched"],
+    ["bench", "--only", "gpu"],
     ["demo", "--steps", "0"],
     ["demo", "--steps", "many"],
     ["demo", "--hidden", "16,x"],

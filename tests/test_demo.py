@@ -200,6 +200,41 @@ def test_backends_reject_an_unknown_optimizer():
         backends.NumpyBackend(weights, X, y, 3, "lbfgs")
 
 
+@pytest.mark.parametrize("backend", ["compiled", "batched"])
+def test_demo_backends_give_the_default_runs_losses(backend, monkeypatch):
+    runs = []
+
+    def recording_train(b, steps, progress=True, file=None):
+        runs.append(train(b, steps, progress, file))
+        return runs[-1]
+
+    train = demo.train
+    monkeypatch.setattr(demo, "train", recording_train)
+    texts = []
+    for name in ("fused", backend):
+        out = io.StringIO()
+        assert demo.run(steps=TRAJECTORY_STEPS, seed=3, progress=False, out=out, backend=name) == 0
+        texts.append(out.getvalue())
+    default, other = runs
+    assert other.name == demo.MAIN_BACKENDS[backend].name and other.name in texts[1]
+    assert other.losses == pytest.approx(default.losses, rel=1e-12, abs=1e-12)
+    assert other.accuracies == default.accuracies
+    assert texts[0].splitlines()[2] == texts[1].splitlines()[2]  # "final: loss ..., training accuracy ..."
+    if backend == "compiled":
+        assert other.losses == default.losses
+
+
+def test_demo_rejects_an_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend"):
+        demo.run(steps=1, progress=False, out=io.StringIO(), backend="gpu")
+
+
+def test_compare_runs_the_other_fastgrad_backends_and_numpy():
+    names = [name for name, _ in demo.compare_backends(*_small()[:4], "sgd", 1.0, main="compiled")]
+    assert backends.FusedBackend.name in names and backends.BatchedBackend.name in names
+    assert backends.CompiledBackend.name not in names and "numpy" in names
+
+
 # ---- the command ----
 
 def test_run_prints_accuracy_and_timing():

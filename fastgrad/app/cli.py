@@ -58,9 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="default sgd")
     demo.add_argument("--lr", type=_nonnegative_float, default=None,
                       help="initial learning rate (default 1.0 for sgd, 0.05 for adam)")
+    engine = demo.add_mutually_exclusive_group()
+    engine.add_argument("--compile", action="store_true",
+                        help="compile the loss with fg.compile: traced once, replayed in C (the same losses)")
+    engine.add_argument("--batched", action="store_true",
+                        help="replay one point's loss over the batch with fg.vmap (the same losses to "
+                             "rounding)")
     demo.add_argument("--compare", action="store_true",
-                      help="also run the same steps on fastgrad.reference, micrograd-style fg.Value code and "
-                           "micrograd (if installed), and print the speedups")
+                      help="also run the same steps on the other fastgrad backends, hand-written NumPy, "
+                           "fastgrad.reference, micrograd-style fg.Value code and micrograd (if installed), "
+                           "and print the speedups")
     demo.add_argument("--plot", metavar="PNG",
                       help="write the decision boundary to this file (needs matplotlib)")
     demo.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
@@ -83,8 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from fastgrad.app import demo
 
+        backend = "compiled" if args.compile else "batched" if args.batched else "fused"
         return demo.run(steps=args.steps, seed=args.seed, hidden=args.hidden, optimizer=args.optimizer,
-                        lr=args.lr, compare=args.compare, plot=args.plot, progress=not args.no_progress)
+                        lr=args.lr, compare=args.compare, plot=args.plot, progress=not args.no_progress,
+                        backend=backend)
     if args.command == "bench":
         from fastgrad.app.bench import run_bench
 

@@ -1,6 +1,8 @@
 """The main job, `python -m fastgrad demo`: train micrograd's MLP on two moons, with progress and timing.
 
-The recipe and the backends it can run on (`--compare`) are in `fastgrad.app.backends`.
+The recipe and the backends it can run on (`--compare`) are in `fastgrad.app.backends`. The main run trains
+`fastgrad.nn` eagerly (`FusedBackend`), or with its loss compiled by `fg.compile` (`--compile`,
+`CompiledBackend`) or replayed per point by `fg.vmap` (`--batched`, `BatchedBackend`): the same losses.
 """
 from __future__ import annotations
 
@@ -15,9 +17,12 @@ from fastgrad.app.backends import (
     L2,
     NOISE,
     OPTIMIZERS,
+    BatchedBackend,
+    CompiledBackend,
     EngineBackend,
     FusedBackend,
     MicrogradBackend,
+    NumpyBackend,
     ScalarBackend,
     Weights,
     _have_matplotlib,
@@ -28,7 +33,10 @@ from fastgrad.app.backends import (
     moons,
 )
 
-__all__ = ["Progress", "TrainResult", "run", "train"]
+__all__ = ["MAIN_BACKENDS", "Progress", "TrainResult", "run", "train"]
+
+# the backends the main run can train on: the same model, loss and optimizer, the same losses
+MAIN_BACKENDS = {"fused": FusedBackend, "compiled": CompiledBackend, "batched": BatchedBackend}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -121,9 +129,11 @@ def train(backend: Any, steps: int, progress: bool = True, file: TextIO | None =
 
 def run(steps: int = 100, seed: int = 0, hidden: Sequence[int] = (16, 16), optimizer: str = "sgd",
         lr: float | None = None, compare: bool = False, plot: str | None = None, progress: bool = True,
-        out: TextIO | None = None) -> int:
-    """`python -m fastgrad demo`. Returns the exit status."""
+        out: TextIO | None = None, backend: str = "fused") -> int:
+    """`python -m fastgrad demo`. `backend`: a key of MAIN_BACKENDS. Returns the exit status."""
     out = out if out is not None else sys.stdout
+    if backend not in MAIN_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use {', '.join(MAIN_BACKENDS)}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: use {' or '.join(OPTIMIZERS)}")
     if steps < 1:
@@ -135,7 +145,7 @@ def run(steps: int = 100, seed: int = 0, hidden: Sequence[int] = (16, 16), optim
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     X, y = moons(seed)
     weights = initial_weights(2, hidden, seed)
-    main = FusedBackend(weights, X, y, steps, optimizer, lr)
+    main = MAIN_BACKENDS[backend](weights, X, y, steps, optimizer, lr)
     n_params = len(main.params)
     sizes = [2, *hidden, 1]
     print(f"fastgrad demo: two moons, {len(X)} points (noise {NOISE}, seed {seed}); "
@@ -152,7 +162,7 @@ def run(steps: int = 100, seed: int = 0, hidden: Sequence[int] = (16, 16), optim
     print(f"time: {result.ms_per_step:.3f} ms/step ({main.name}; {steps} steps in {result.seconds:.3f} s)",
           file=out)
     if compare:
-        _compare(result, weights, X, y, steps, optimizer, lr, progress, out)
+        _compare(result, backend, weights, X, y, steps, optimizer, lr, progress, out)
     if plot:
         _plot(main, X, y, plot, f"fastgrad demo: seed {seed}, {steps} steps, accuracy {final_acc:.0%}")
         print(f"plot: decision boundary written to {plot}", file=out)
@@ -160,11 +170,16 @@ def run(steps: int = 100, seed: int = 0, hidden: Sequence[int] = (16, 16), optim
 
 
 def compare_backends(weights: Weights, X: list[list[float]], y: list[int], steps: int, optimizer: str,
-                     lr: float) -> list[tuple[str, Callable[[], Any]]]:
-    """(name, factory) of the backends that `--compare` runs besides fastgrad.nn, in table order."""
+                     lr: float, main: str = "fused") -> list[tuple[str, Callable[[], Any]]]:
+    """(name, factory) of the backends that `--compare` runs besides the main run's (`main`, a key of
+    MAIN_BACKENDS), in table order."""
     from fastgrad import reference
 
     backends: list[tuple[str, Callable[[], Any]]] = [
+        (cls.name, lambda cls=cls: cls(weights, X, y, steps, optimizer, lr))
+        for key, cls in MAIN_BACKENDS.items() if key != main]
+    backends += [
+        ("numpy", lambda: NumpyBackend(weights, X, y, steps, optimizer, lr)),
         ("fg.Value, micrograd-style", lambda: ScalarBackend(weights, X, y, steps, optimizer, lr)),
         ("fastgrad.reference", lambda: EngineBackend(reference, weights, X, y, steps, optimizer, lr)),
     ]
@@ -173,17 +188,17 @@ def compare_backends(weights: Weights, X: list[list[float]], y: list[int], steps
     return backends
 
 
-def _compare(main: TrainResult, weights: Weights, X: list[list[float]], y: list[int], steps: int,
-             optimizer: str, lr: float, progress: bool, out: TextIO) -> None:
+def _compare(main: TrainResult, backend: str, weights: Weights, X: list[list[float]], y: list[int],
+             steps: int, optimizer: str, lr: float, progress: bool, out: TextIO) -> None:
     print(f"\ncompare: the same {steps} steps from the same weights on each backend", file=out)
     out.flush()
     results = [main]
-    for _, factory in compare_backends(weights, X, y, steps, optimizer, lr):
+    for _, factory in compare_backends(weights, X, y, steps, optimizer, lr, backend):
         results.append(train(factory(), steps, progress))
     if not _importable("micrograd"):
         print("(micrograd is not installed: pip install micrograd to compare with it)", file=out)
     width = max(len(r.name) for r in results)
-    print(f"  {'backend':<{width}}  {'ms/step':>9}  {'fastgrad.nn is':>15}  {'final loss':>10}  "
+    print(f"  {'backend':<{width}}  {'ms/step':>9}  {'the main run is':>15}  {'final loss':>10}  "
           f"{'accuracy':>8}  {'max |dloss|':>11}", file=out)
     for r in results:
         speedup = r.ms_per_step / main.ms_per_step
