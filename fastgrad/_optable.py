@@ -27,11 +27,12 @@ from the parents' handles `args` and the node's handle `out`, so that they can b
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-__all__ = ["Op", "OPS", "BY_NAME", "OPERATORS", "Operator", "PUBLIC_FUNCTIONS", "LEAF", "UNARY", "BINARY",
-           "CONST", "NARY"]
+__all__ = ["Op", "OPS", "BY_NAME", "OPERATORS", "Operator", "PUBLIC_FUNCTIONS", "apply", "LEAF", "UNARY",
+           "BINARY", "CONST", "NARY"]
 
 Rule = Callable[[Tuple[Any, ...], Any, float], Tuple[Any, ...]]
 
@@ -325,3 +326,35 @@ OPERATORS: Tuple[Operator, ...] = (
 
 # The `fastgrad.<name>` functions of the table, in table order ("abs", "exp", ..., "maximum", "sum", "dot").
 PUBLIC_FUNCTIONS: Tuple[str, ...] = tuple(op.function for op in OPS if op.function)
+
+
+def apply(fg: Any, op: Op, args: Any, k: float = 1.5) -> Any:
+    """Apply row ``op`` to ``args`` through the public API of module ``fg`` (fastgrad), as a user would: its
+    operator (``a + b``, ``a + k``, ``k - a``), its method (``a.exp()``, ``a.leaky_relu(k)``), its dunder
+    (``-a``) or its function (``fg.maximum(a, b)``, ``fg.sum(args)``; ``fg.dot`` pairs ``args[0::2]`` with
+    ``args[1::2]``). ``k`` is the constant of a constant-operand op (as the node stores it) or the parameter.
+    Tests build every op this way, and ``fg.compile`` rebuilds a tape's graph with it."""
+    name = op.name
+    if name == "sum":
+        return fg.sum(list(args))
+    if name == "dot":
+        return fg.dot(list(args[0::2]), list(args[1::2]))
+    if op.form == CONST:
+        for o in OPERATORS:
+            if o.var_const == name and o.const_sign > 0:
+                return getattr(operator, o.dunder)(args[0], k)
+            if o.const_var == name:
+                return getattr(operator, o.dunder)(k, args[0])
+        raise ValueError(f"no operator makes {name}")
+    if op.form == BINARY:
+        for o in OPERATORS:
+            if o.var_var == name:
+                return getattr(operator, o.dunder)(args[0], args[1])
+        return getattr(fg, op.function)(args[0], args[1])
+    if op.form != UNARY:
+        raise ValueError(f"apply(): {name} is not an op of the public API")
+    if op.method:
+        return getattr(args[0], op.method)(*([k] if op.param else []))
+    if op.dunder:
+        return getattr(operator, op.dunder.strip("_"))(args[0])
+    return getattr(fg, op.function)(args[0], *([k] if op.param else []))

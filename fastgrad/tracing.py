@@ -8,6 +8,11 @@ it returns the result as a new leaf Var (``.data`` is the value) and adds the gr
 ``fn(*args).backward()`` would, bit for bit. So ``opt.zero_grad()``, ``opt.step()`` and schedulers work
 unchanged around it.
 
+A call with Vars among its arguments (as ``fg.grad(compiled)`` makes), or made while another function
+is being traced, runs ``fn`` eagerly instead, so the result stays connected to those Vars: the transforms
+and an enclosing trace see through a compiled function. ``.graph(*args)`` rebuilds a tape as an ordinary
+graph for ``fg.graph_table``, ``fg.stats`` and ``fg.to_dot``.
+
 What a trace cannot see: Python decisions made on values. An ``if`` on a traced value, a comparison, a
 ``float(v)`` would be frozen at the traced value, so inside a trace they raise ``TraceError``; branch in the
 graph instead (``relu``, ``maximum``, ``minimum`` and ``abs`` are ops: they replay correctly at any value).
@@ -28,7 +33,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
-from fastgrad import _engine, _pytree
+from fastgrad import _engine, _optable, _pytree
 from fastgrad._engine import Var
 from fastgrad._replay import Tape
 
@@ -45,7 +50,8 @@ def compile(fn: Optional[Callable[..., Any]] = None, *, check: bool = False, bac
             cache_size: int = 8):
     """Trace ``fn`` once per argument structure and replay it in C (see the module docstring).
 
-    ``fn`` takes numbers, NumPy arrays, Vars, and tuples/lists/dicts of them, and returns a scalar Var, or a
+    ``fn`` takes numbers, NumPy arrays, and tuples/lists/dicts of them (Vars too, but then it runs eagerly),
+    and returns a scalar Var, or a
     pair ``(loss, aux)`` where ``aux`` is a tuple/list/dict of Vars: then the compiled call returns
     ``(Var(loss), aux as floats)`` (only ``loss`` is backpropagated).
     Inside the trace a NumPy array arrives as an object array of leaf Vars of the same shape.
@@ -63,15 +69,14 @@ def compile(fn: Optional[Callable[..., Any]] = None, *, check: bool = False, bac
 
 
 class _Entry:
-    """One traced structure: its tape and how to turn arguments into the tape's input vector."""
+    """One traced structure: its tape, the arguments' structure, the auxiliary results' structure."""
 
-    __slots__ = ("tape", "treedef", "var_slots", "aux_def")
+    __slots__ = ("tape", "treedef", "aux_def")
 
-    def __init__(self, tape: Tape, treedef: Any, var_slots: Tuple[int, ...], aux_def: Any):
+    def __init__(self, tape: Tape, treedef: Any, aux_def: Any):
         self.tape = tape
+        self.treedef = treedef          # the arguments' structure (to rebuild them for eager runs)
         self.aux_def = aux_def          # structure of the auxiliary results (None: a Var result)
-        self.treedef = treedef          # the arguments' structure (to rebuild them for eager checks)
-        self.var_slots = var_slots      # argument slots that held Vars at trace time
 
 
 class Compiled:
@@ -92,24 +97,45 @@ class Compiled:
         self._cache.clear()
 
     def tape(self, *args: Any) -> Tape:
-        """The tape these arguments replay (tracing it if needed)."""
-        key, x, leaves = _arguments(args)
-        return self._entry(key, args, leaves).tape
+        """The tape these (numeric) arguments replay, tracing it if needed."""
+        key, _ = _numeric_arguments(args, "tape()")
+        return self._entry(key, args).tape
 
-    def __call__(self, *args: Any) -> Var:
-        key, x, leaves = _arguments(args)
-        entry = self._entry(key, args, leaves)
+    def graph(self, *args: Any) -> Any:
+        """The tape rebuilt as an ordinary graph at these (numeric) arguments: its result Var (no backward),
+        to inspect (``fg.graph_table``, ``fg.stats``, ``fg.to_dot``) or differentiate. Its external inputs are
+        the very Vars the tape reads (the parameters); the arguments are new leaves."""
+        key, x = _numeric_arguments(args, "graph()")
+        return _rebuild(self._entry(key, args).tape, x)
+
+    def __call__(self, *args: Any) -> Any:
+        if _engine._is_tracing() or _pytree.contains_var(args):
+            return self._eager(args)
+        key, x = _numeric_arguments(args, "fg.compile")
+        entry = self._entry(key, args)
         if self._checks_left > 0:
             self._checks_left -= 1
-            return self._checked(entry, x, _leaves(args, leaves))
-        return self._replay(entry, x, leaves)
+            return self._checked(entry, x, args)
+        return self._replay(entry, x)
 
     # -- internals ----------------------------------------------------------------------------------------
 
-    def _entry(self, key: Any, args: Tuple[Any, ...], leaves: Optional[List[Any]]) -> _Entry:
+    def _eager(self, args: Tuple[Any, ...]) -> Any:
+        """Called with Vars (by a transform such as fg.grad, or with a Var argument) or inside another
+        trace: run fn itself, so the graph stays connected to those Vars (a replay's result would not be)."""
+        loss, aux = _result(self.fn(*args))
+        aux_leaves, aux_def = _aux_tree(aux)
+        if self.backward and not _engine._is_tracing():
+            loss.backward()
+        if aux_def is None:
+            return loss
+        return loss, aux_def.unflatten([v.data for v in aux_leaves])
+
+    def _entry(self, key: Any, args: Tuple[Any, ...]) -> _Entry:
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._trace(args)
+            self.traces += 1
+            entry = _trace(self.fn, args)
             self._cache[key] = entry
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -117,38 +143,20 @@ class Compiled:
             self._cache.move_to_end(key)
         return entry
 
-    def _trace(self, args: Tuple[Any, ...]) -> _Entry:
-        self.traces += 1
-        return _trace(self.fn, args)
-
-    def _replay(self, entry: _Entry, x: np.ndarray, leaves: Optional[List[Any]]) -> Any:
+    def _replay(self, entry: _Entry, x: np.ndarray) -> Any:
         tape = entry.tape
         values = np.empty(len(tape.outputs)) if entry.aux_def is not None else None
-        if not self.backward or not entry.var_slots:
-            y = tape.run(x, self.backward, 1.0, None, values)
-        else:
-            # Var arguments: their .grad takes the gradient of their slot, added term by term as in eager mode
-            slots = entry.var_slots
-            arg_grad = np.full(len(leaves), -0.0)
-            arg_grad[list(slots)] = [leaves[i].grad if leaves[i].op == "leaf" else -0.0 for i in slots]
-            y = tape.run(x, True, 1.0, arg_grad, values)
-            for i in slots:
-                v = leaves[i]
-                if v.op == "leaf":
-                    v.grad = float(arg_grad[i])
-                else:
-                    v.backward(float(arg_grad[i]))
+        y = tape.run(x, self.backward, 1.0, None, values)
         if entry.aux_def is None:
             return Var(y)
         return Var(y), entry.aux_def.unflatten([float(t) for t in values[1:]])
 
-    def _checked(self, entry: _Entry, x: np.ndarray, leaves: List[Any]) -> Any:
+    def _checked(self, entry: _Entry, x: np.ndarray, args: Tuple[Any, ...]) -> Any:
         """Replay, and compare with eager evaluation of fn on the same arguments."""
         targets = [h for h in entry.tape.external if h.op == "leaf"]
-        targets += [leaves[i] for i in entry.var_slots if leaves[i].op == "leaf"]
         before = [t.grad for t in targets]
-        inputs = [v if isinstance(v, Var) else Var(v) for v in leaves]    # as in the trace
-        loss, aux = _result(self.fn(*entry.treedef.unflatten(inputs)))
+        leaves = _pytree.flatten(tuple(args), "fg.compile arguments")[0]
+        loss, aux = _result(self.fn(*entry.treedef.unflatten([Var(v) for v in leaves])))   # as in the trace
         eager = [loss.data, *[v.data for v in _aux_tree(aux)[0]]]
         eager_grads = before
         if self.backward:
@@ -157,7 +165,7 @@ class Compiled:
             for t, g in zip(targets, before):
                 t.grad = g
         del loss, aux
-        result = self._replay(entry, x, leaves)
+        result = self._replay(entry, x)
         replay = [result.data] if entry.aux_def is None else \
             [result[0].data, *_aux_tree(result[1], numbers=True)[0]]
         problems = []
@@ -180,21 +188,38 @@ class Compiled:
 
 
 def _trace(fn: Callable[..., Any], args: Tuple[Any, ...]) -> _Entry:
-    """Run fn on fresh leaves shaped like args and record the tape."""
+    """Run fn on fresh leaves shaped like args (numbers and arrays only) and record the tape."""
     leaves, treedef = _pytree.flatten(tuple(args), "fg.compile arguments")
     with _trace_lock:
         floor = _engine._enter_trace()
         try:
-            # every argument slot is a fresh leaf of the tape; a Var argument's slot takes its value
-            inputs = [Var(v.data if isinstance(v, Var) else v) for v in leaves]
+            inputs = [Var(v) for v in leaves]          # every argument slot is a fresh leaf of the tape
             loss, aux = _result(fn(*treedef.unflatten(inputs)))
             aux_leaves, aux_def = _aux_tree(aux)
             arrays = _engine.record([loss, *aux_leaves], inputs, floor)
         finally:
             _engine._exit_trace()
     op, a, b, k, operands, external, out_pos, _ = arrays
-    var_slots = tuple(i for i, v in enumerate(leaves) if isinstance(v, Var))
-    return _Entry(Tape(op, a, b, k, operands, external, len(leaves), out_pos), treedef, var_slots, aux_def)
+    return _Entry(Tape(op, a, b, k, operands, external, len(leaves), out_pos), treedef, aux_def)
+
+
+def _rebuild(tape: Tape, x: np.ndarray) -> Var:
+    """The tape's graph built again with the public API at argument values x; returns output 0."""
+    import fastgrad as fg
+
+    nodes: List[Any] = [Var(float(v)) for v in x] + list(tape.external)
+    op, a, b, k, operands = tape.op, tape.a, tape.b, tape.k, tape.operands
+    for i in range(tape.nin, tape.n):
+        row = _optable.OPS[int(op[i])]
+        if row.form == _optable.LEAF:
+            nodes.append(Var(float(k[i])))
+        elif row.form == _optable.NARY:
+            slots = int(b[i]) * (2 if row.name == "dot" else 1)
+            nodes.append(_optable.apply(fg, row, [nodes[p] for p in operands[a[i]:a[i] + slots]]))
+        else:
+            parents = [nodes[a[i]]] + ([nodes[b[i]]] if b[i] >= 0 else [])
+            nodes.append(_optable.apply(fg, row, parents, float(k[i])))
+    return nodes[tape.out]
 
 
 def _usable_cores() -> int:
@@ -333,21 +358,17 @@ def _aux_tree(aux: Any, numbers: bool = False):
     return leaves, treedef
 
 
-def _arguments(args: Tuple[Any, ...]) -> Tuple[Any, np.ndarray, Optional[List[Any]]]:
-    """(cache key, input vector, leaves or None) of a call's arguments. Fast path (leaves None): every
-    argument is a real NumPy array or a Python number, and the key is their shapes."""
+def _numeric_arguments(args: Tuple[Any, ...], what: str) -> Tuple[Any, np.ndarray]:
+    """(cache key, input vector) of a call's arguments (numbers, real arrays, and trees of them). Fast path:
+    every argument a real NumPy array or a Python number, and the key is their shapes."""
     if all((type(a) is np.ndarray and a.dtype.kind in "biuf") or type(a) is float or type(a) is int
            for a in args):
         key = tuple([a.shape if type(a) is np.ndarray else None for a in args])
         if not args:
-            return key, np.empty(0), None
+            return key, np.empty(0)
         return key, np.concatenate([np.ravel(a).astype(np.float64, copy=False) if type(a) is np.ndarray
-                                    else np.array([a], dtype=np.float64) for a in args]), None
-    leaves, treedef = _pytree.flatten(tuple(args), "fg.compile arguments")
-    key = (treedef, tuple([isinstance(v, Var) for v in leaves]))
-    x = np.array([v.data if isinstance(v, Var) else v for v in leaves], dtype=np.float64)
-    return key, x, leaves
-
-
-def _leaves(args: Tuple[Any, ...], leaves: Optional[List[Any]]) -> List[Any]:
-    return leaves if leaves is not None else _pytree.flatten(tuple(args), "fg.compile arguments")[0]
+                                    else np.array([a], dtype=np.float64) for a in args])
+    leaves, treedef = _pytree.flatten(tuple(args), f"{what} arguments")
+    if any(isinstance(v, Var) for v in leaves):
+        raise TypeError(f"{what}: takes numbers and arrays of numbers, not Vars")
+    return treedef, np.array(leaves, dtype=np.float64)

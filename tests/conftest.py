@@ -1,6 +1,5 @@
 """Shared test helpers: the implementations under test and numeric checks."""
 import math
-import operator
 import os
 import subprocess
 import sys
@@ -47,31 +46,8 @@ def run_python(code, timeout=120):
 
 
 def call(fg, op, args, k=1.5):
-    """Apply op-table row `op` to `args` through fastgrad's public API, as a user would: its operator
-    (`a + b`, `a + k`, `k - a`), its method (`a.exp()`, `a.leaky_relu(k)`), its dunder (`-a`) or its function
-    (`fg.maximum(a, b)`, `fg.sum(args)`). `k` is the constant of a constant-operand op or the parameter."""
-    name = op.name
-    if name == "sum":
-        return fg.sum(args)
-    if name == "dot":
-        return fg.dot(args[0::2], args[1::2])
-    if op.form == _optable.CONST:
-        for o in _optable.OPERATORS:
-            if o.var_const == name and o.const_sign > 0:
-                return getattr(operator, o.dunder)(args[0], k)
-            if o.const_var == name:
-                return getattr(operator, o.dunder)(k, args[0])
-        raise AssertionError(f"no operator makes {name}")
-    if op.form == _optable.BINARY:
-        for o in _optable.OPERATORS:
-            if o.var_var == name:
-                return getattr(operator, o.dunder)(args[0], args[1])
-        return getattr(fg, op.function)(args[0], args[1])
-    if op.method:
-        return getattr(args[0], op.method)(*([k] if op.param else []))
-    if op.dunder:
-        return getattr(operator, op.dunder.strip("_"))(args[0])
-    return getattr(fg, op.function)(args[0], *([k] if op.param else []))
+    """Apply op-table row `op` to `args` through fastgrad's public API, as a user would (`_optable.apply`)."""
+    return _optable.apply(fg, op, args, k)
 
 
 def n_operands(op):

@@ -148,22 +148,39 @@ def test_a_node_computed_outside_is_an_input_whose_gradient_reaches_its_leaves()
     assert_same_run(f, [w], (0.4,))
 
 
-def test_var_arguments_get_their_gradients():
+def test_var_arguments_run_eagerly_so_transforms_see_through_a_compiled_function():
     w = fg.Var(2.0)
-    x = fg.Var(3.0)
-    u = fg.Var(0.5)
-    step = fg.compile(lambda a, b: (a * w + b).exp())
-    loss = (x * w + u).exp()
-    loss.backward()
-    want = (loss.data, x.grad, u.grad, w.grad)
-    for v in (x, u, w):
-        v.grad = 0.0
-    got = step(x, u)
-    assert (got.data, x.grad, u.grad, w.grad) == want
-    x2 = fg.Var(-1.0)
-    step(x2, u)                  # a different Var in the same slot: the tape reads it, not the traced one
-    assert x2.grad == pytest.approx(w.data * math.exp(x2.data * w.data + u.data))
-    assert step.traces == 1
+    step = fg.compile(lambda a: (a * w).exp())
+    x = fg.Var(0.5)
+    out = step(x)                        # eager: the result is connected to x, and backward already ran
+    assert out.op == "exp" and x.grad == pytest.approx(2.0 * math.exp(1.0)) and step.traces == 0
+    g = fg.grad(step)(0.25)              # fg.grad passes Vars: the derivative is right, not 0
+    assert g == pytest.approx(2.0 * math.exp(0.5))
+    h = fg.grad(fg.grad(step))(0.25)
+    assert h == pytest.approx(4.0 * math.exp(0.5))
+
+
+def test_a_compiled_function_called_inside_another_trace_is_traced_through():
+    w = fg.Var(1.5)
+    inner = fg.compile(lambda x: (w * x).sin())
+    outer = fg.compile(lambda x: inner(x) * 3.0 + w)
+    w.grad = 0.0
+    assert outer(0.5).data == math.sin(0.75) * 3.0 + 1.5
+    assert w.grad == pytest.approx(3.0 * 0.5 * math.cos(0.75) + 1.0)
+    assert inner.traces == 0
+
+
+def test_graph_rebuilds_the_tape_for_inspection_with_the_same_values():
+    model, params, X, y, loss_fn = moons_model()
+    step = fg.compile(loss_fn)
+    out = step.graph(X, y)
+    assert out.data == loss_fn(X, y).data
+    stats = fg.stats(out)
+    tape = step.tape(X, y)
+    assert stats.nodes == tape.n
+    assert len(fg.graph_table(out).rows) == tape.n
+    wv = params[0]
+    assert out.data == step(X, y).data and wv.grad != 0.0
 
 
 def test_auxiliary_results_are_returned_as_floats():

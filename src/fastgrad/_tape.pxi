@@ -193,3 +193,8 @@ def record(list outs, list args, i64 floor):
         free(pos)
     return (op_a, a_a, b_a, k_a, np.array(operands, dtype=np.int64), [handle(<i64>i) for i in ext], out_pos,
             n_loss)
+
+
+def _is_tracing():
+    """Is the calling thread inside a trace?"""
+    return _tracing_depth > 0 and PyThread_get_thread_ident() == _tracing_thread
