@@ -24,10 +24,12 @@ from libc.string cimport memset
 
 from fastgrad._ops cimport (N_OPS, OP_CUSTOM, OP_DOT, OP_LEAF, OP_SUM, op_adjoint_block, op_partials, op_value,
                             op_value_block)
+from libc.stdint cimport INT32_MAX, int32_t as i32
+
 from fastgrad._types cimport f64, i64, u8, intp
 
 
-cdef void sweep_forward(const u8* op, const i64* a, const i64* b, const f64* k, const i64* args, intp start,
+cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
                         intp n, f64* v) noexcept nogil:
     cdef intp i, m, s
     cdef f64 y
@@ -51,7 +53,7 @@ cdef void sweep_forward(const u8* op, const i64* a, const i64* b, const f64* k, 
         v[i] = y
 
 
-cdef void sweep_reverse(const u8* op, const i64* a, const i64* b, const f64* k, const i64* args, intp start,
+cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
                         intp out, const f64* v, f64* g) noexcept nogil:
     cdef intp i, m, s, x, w
     cdef f64 gi, d0, d1
@@ -105,7 +107,7 @@ cdef int check_tape(const u8[::1] op, const i64[::1] a, const i64[::1] b, const 
     return 0
 
 
-cdef void mark_rows(const u8* op, const i64* a, const i64* b, const i64* args, intp nin, intp n, u8* row,
+cdef void mark_rows(const u8* op, const i32* a, const i32* b, const i32* args, intp nin, intp n, u8* row,
                     const i64[::1] outputs) noexcept:
     """Give a row to every external input that something other than a dot node reads (or that is an
     output)."""
@@ -132,10 +134,13 @@ cdef class Tape:
     cdef readonly intp nargs, nin, n, out
     cdef readonly object outputs                  # positions of the outputs (out = outputs[0])
     cdef const u8* _op
-    cdef const i64* _a
-    cdef const i64* _b
+    cdef object _a32, _b32, _args32              # int32 copies of a, b, operands (half the index traffic)
+    cdef const i32* _a
+    cdef const i32* _b
     cdef const f64* _k
-    cdef const i64* _args
+    cdef const i32* _args
+    cdef f64* _scratch       # values and adjoints of run(), kept between calls (no page faults per call)
+    cdef intp _cap
     cdef i64* _ext           # arena indices of the external nodes
     cdef bint* _ext_leaf     # is external node q a leaf (else: its adjoint is a backward seed)
     cdef bint _has_inner     # any external node that is not a leaf
@@ -158,12 +163,18 @@ cdef class Tape:
         for q in range(self.outputs.shape[0]):
             if not 0 <= self.outputs[q] < self.n:
                 raise ValueError("Tape: an output position is out of range")
-        self._op = &vop[0] if self.n else NULL
-        self._a = &va[0] if self.n else NULL
-        self._b = &vb[0] if self.n else NULL
-        self._k = &vk[0] if self.n else NULL
-        self._args = &vargs[0] if vargs.shape[0] else NULL
+        if self.n >= INT32_MAX or vargs.shape[0] >= INT32_MAX:
+            raise ValueError("Tape: at most 2**31 - 1 positions and operand slots")
         check_tape(vop, va, vb, vk, vargs, self.nin)
+        self._a32 = np.ascontiguousarray(a, dtype=np.int32)
+        self._b32 = np.ascontiguousarray(b, dtype=np.int32)
+        self._args32 = np.ascontiguousarray(operands, dtype=np.int32)
+        cdef const i32[::1] va32 = self._a32, vb32 = self._b32, vargs32 = self._args32
+        self._op = &vop[0] if self.n else NULL
+        self._a = &va32[0] if self.n else NULL
+        self._b = &vb32[0] if self.n else NULL
+        self._k = &vk[0] if self.n else NULL
+        self._args = &vargs32[0] if vargs.shape[0] else NULL
         self._ext = <i64*>malloc(max(ne, 1) * sizeof(i64))
         self._ext_leaf = <bint*>malloc(max(ne, 1) * sizeof(bint))
         if self._ext == NULL or self._ext_leaf == NULL:
@@ -182,6 +193,7 @@ cdef class Tape:
                 self._has_inner = True
 
     def __dealloc__(self):
+        free(self._scratch)
         free(self._row)
         free(self._ext)
         free(self._ext_leaf)
@@ -240,51 +252,55 @@ cdef class Tape:
         if arg_grad is not None and arg_grad.shape[0] != self.nargs:
             raise ValueError(f"arg_grad: expected {self.nargs} values, got {arg_grad.shape[0]}")
         cdef intp n = self.n, nin = self.nin, nargs = self.nargs, q
-        cdef f64* v = <f64*>malloc(max(n, 1) * sizeof(f64) * (2 if backward else 1))
-        if v == NULL:
-            raise MemoryError()
+        # NOTE: the scratch is the tape's own, reused by every call. That is safe: the GIL is held from here
+        # until the sweeps are done, and what runs Python afterwards (an inner node's backward) reads
+        # nothing from it, so a re-entrant or another thread's call can only come after.
+        if self._cap < 2 * n:
+            free(self._scratch)
+            self._scratch = <f64*>malloc(max(2 * n, 1) * sizeof(f64))
+            self._cap = 0 if self._scratch == NULL else 2 * n
+            if self._scratch == NULL:
+                raise MemoryError()
+        cdef f64* v = self._scratch
         cdef f64* g = v + n
         cdef Arena* A = arena()
         cdef f64 y
-        try:
-            # NOTE: the GIL is held throughout: the external leaves' .grad is read before the sweep and
-            # written after it, and no other thread may add to it in between.
-            for q in range(nargs):
-                v[q] = x[q]
-            for q in range(nin - nargs):
-                v[nargs + q] = A.value[self._ext[q]]
-            sweep_forward(self._op, self._a, self._b, self._k, self._args, nin, n, v)
-            y = v[self.out]
-            if values is not None:
-                if values.shape[0] != self.outputs.shape[0]:
-                    raise ValueError(f"values: expected {self.outputs.shape[0]} slots, got {values.shape[0]}")
-                for q in range(values.shape[0]):
-                    values[q] = v[<intp>self.outputs[q]]
-            if not backward:
-                return y
-            for q in range(n):
-                g[q] = -0.0
-            for q in range(nin - nargs):
-                if self._ext_leaf[q]:
-                    g[nargs + q] = A.grad[self._ext[q]]
-            if arg_grad is not None:
-                for q in range(nargs):
-                    g[q] = arg_grad[q]
-            g[self.out] += seed
-            sweep_reverse(self._op, self._a, self._b, self._k, self._args, nin, self.out, v, g)
-            for q in range(nin - nargs):
-                if self._ext_leaf[q]:
-                    A.grad[self._ext[q]] = g[nargs + q]
-            if arg_grad is not None:
-                for q in range(nargs):
-                    arg_grad[q] = g[q]
-            if self._has_inner:
-                seeds = [(self.external[q], g[nargs + q]) for q in range(nin - nargs) if not self._ext_leaf[q]]
-                for h, s in reversed(seeds):
-                    h.backward(s)
+        # NOTE: the GIL is held throughout: the external leaves' .grad is read before the sweep and
+        # written after it, and no other thread may add to it in between.
+        for q in range(nargs):
+            v[q] = x[q]
+        for q in range(nin - nargs):
+            v[nargs + q] = A.value[self._ext[q]]
+        sweep_forward(self._op, self._a, self._b, self._k, self._args, nin, n, v)
+        y = v[self.out]
+        if values is not None:
+            if values.shape[0] != self.outputs.shape[0]:
+                raise ValueError(f"values: expected {self.outputs.shape[0]} slots, got {values.shape[0]}")
+            for q in range(values.shape[0]):
+                values[q] = v[<intp>self.outputs[q]]
+        if not backward:
             return y
-        finally:
-            free(v)
+        for q in range(n):
+            g[q] = -0.0
+        for q in range(nin - nargs):
+            if self._ext_leaf[q]:
+                g[nargs + q] = A.grad[self._ext[q]]
+        if arg_grad is not None:
+            for q in range(nargs):
+                g[q] = arg_grad[q]
+        g[self.out] += seed
+        sweep_reverse(self._op, self._a, self._b, self._k, self._args, nin, self.out, v, g)
+        for q in range(nin - nargs):
+            if self._ext_leaf[q]:
+                A.grad[self._ext[q]] = g[nargs + q]
+        if arg_grad is not None:
+            for q in range(nargs):
+                arg_grad[q] = g[q]
+        if self._has_inner:
+            seeds = [(self.external[q], g[nargs + q]) for q in range(nin - nargs) if not self._ext_leaf[q]]
+            for h, s in reversed(seeds):
+                h.backward(s)
+        return y
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -307,9 +323,9 @@ cdef void block_forward(Tape t, f64* V, const f64* ev, intp B, intp cnt) noexcep
     """Forward over one block: V[i * B + s] is node i's value for sample s. An external input read only
     by dot nodes has no row: its value ``ev[p - nargs]`` is used as a scalar."""
     cdef const u8* op = t._op
-    cdef const i64* a = t._a
-    cdef const i64* b = t._b
-    cdef const i64* args = t._args
+    cdef const i32* a = t._a
+    cdef const i32* b = t._b
+    cdef const i32* args = t._args
     cdef const u8* row = t._row
     cdef intp i, m, s, st, pw, px, nargs = t.nargs, nin = t.nin
     cdef f64* y
@@ -411,9 +427,9 @@ cdef void block_reverse(Tape t, const f64* V, f64* G, const f64* ev, f64* P, int
     """Reverse over one block. A row-less external input's adjoint is summed over the block straight into
     ``P[p - nargs]``; every other node's adjoint is a row of G."""
     cdef const u8* op = t._op
-    cdef const i64* a = t._a
-    cdef const i64* b = t._b
-    cdef const i64* args = t._args
+    cdef const i32* a = t._a
+    cdef const i32* b = t._b
+    cdef const i32* args = t._args
     cdef const u8* row = t._row
     cdef intp i, m, s, st, pw, px, nargs = t.nargs, nin = t.nin
     cdef const f64* g
