@@ -132,3 +132,47 @@ def test_markdown_table_shows_every_count_and_both_policies():
     cells = [c.strip() for c in table[2].split("|")[1:-1]]
     assert cells[1:4] == ["100 / 10", "101 / 16 / —", "ns/node (own graph)"]
     assert cells[-4] == f"{1000 / (1e3 / 101):,.1f}×" and cells[-2] == f"{500 / (1e3 / 101):,.1f}×"
+
+
+# ---- compiled tapes ----
+
+def _check_compiled_row(row):
+    for figures in (row, row["gc_off"]):
+        assert figures["value"] > 0 and figures["baseline_value"] > 0
+        assert figures["ratio"] == pytest.approx(figures["baseline_value"] / figures["value"], rel=1e-12)
+
+
+def test_compiled_replay_divides_by_the_tapes_nodes():
+    rows = benchmark.compiled_replay(n_nodes=2000, repeats=1)
+    assert [r["baseline"] for r in rows] == ["eager backward", "eager build+backward"]
+    for row in rows:
+        assert row["size"] == "2,001 nodes" and row["unit"] == benchmark.NS_PER_NODE
+        assert row["measured"] == "fg.compile replay, forward + backward"
+        _check_compiled_row(row)
+    # one replay measurement, two baselines; building costs more than backward alone
+    assert rows[0]["value"] == rows[1]["value"]
+    assert rows[1]["baseline_value"] > rows[0]["baseline_value"]
+
+
+def test_affine_chain_has_the_nodes_it_says():
+    x = fastgrad.Var(0.5)
+    y = benchmark._affine_chain(x, 10)
+    assert fastgrad.stats(y).nodes == 11
+    assert fastgrad.compile(lambda: benchmark._affine_chain(x, 10)).tape().n == 11
+
+
+def test_vmap_threads_row():
+    (row,) = benchmark.vmap_threads(n_samples=300, repeats=1)
+    assert row["size"] == "300 samples" and row["unit"] == "ms / call"
+    assert (row["measured"], row["baseline"]) == ("threads=2", "threads=1")
+    _check_compiled_row(row)
+
+
+def test_compiled_markdown_table():
+    row = benchmark._compiled_row("chain", "11 nodes", benchmark.NS_PER_NODE, "replay", "eager backward",
+                                  {True: (2.0, 5.0), False: (2.0, 4.0)})
+    table = benchmark.compiled_markdown_table([row]).splitlines()
+    assert table[0].startswith("| measurement | size | unit | measured | value | baseline | value |")
+    cells = [c.strip() for c in table[2].split("|")[1:-1]]
+    assert cells == ["chain", "11 nodes", benchmark.NS_PER_NODE, "replay", "2.0", "eager backward", "5.0",
+                     "2.5×", "2.0×"]

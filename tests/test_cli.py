@@ -101,6 +101,38 @@ def test_bench_moons_only_writes_table_json_and_plot(tmp_path, monkeypatch, caps
         assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_moons_table_has_the_new_rows(monkeypatch, capsys):
+    impls = backends.moons_step_implementations
+
+    def fast_only(*args):
+        chosen = [impl for impl in impls(*args)
+                  if impl[2] == 0 and not impl[0].startswith(("fastgrad engine", "torch"))]
+        return chosen + [(backends.REFERENCE_NAME, chosen[0][1], 0)]
+
+    monkeypatch.setattr(bench, "moons_step_implementations", fast_only)
+    assert cli.main(["bench", "--quick", "--only", "moons"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fg.compile step (fastgrad.nn traced, replayed)", "fg.vmap per-point loss (batched replay)",
+                 backends.NUMPY_NAME):
+        assert f"| {name} |" in out
+    assert "| speedup vs numpy |" in out and "## Compiled tapes" not in out and "## Engine" not in out
+
+
+def test_bench_only_compiled(monkeypatch, capsys, tmp_path):
+    from fastgrad.app import workloads
+
+    monkeypatch.setattr(workloads, "run_compiled", lambda quick: [*workloads.compiled_replay(2000, repeats=1),
+                                                                  *workloads.vmap_threads(300, repeats=1)])
+    json_path = tmp_path / "bench.json"
+    assert cli.main(["bench", "--quick", "--only", "compiled", "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    assert "## Compiled tapes: replay and threads" in out and "## Training step" not in out
+    assert "| chain y·0.9999999 + 1e-7 | 2,001 nodes | ns/node (own graph) | fg.compile replay" in out
+    assert "| fg.vmap moons loss (MLP 2-16-16-1) | 300 samples | ms / call | threads=2 |" in out
+    data = json.loads(json_path.read_text())
+    assert data["engine"] == [] and data["moons_step"] == [] and len(data["compiled"]) == 3
+
+
 def test_bench_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     real_find_spec = bench.importlib.util.find_spec
     monkeypatch.setattr(bench.importlib.util, "find_spec",

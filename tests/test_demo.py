@@ -200,6 +200,21 @@ def test_backends_reject_an_unknown_optimizer():
         backends.NumpyBackend(weights, X, y, 3, "lbfgs")
 
 
+def test_compiled_graphs_count_the_eager_graphs_nodes():
+    fused, compiled = _fused_and(backends.CompiledBackend, "sgd")
+    fused_loss, _ = fused.train_step()
+    compiled.train_step()
+    assert backends.step_graph_nodes(None, compiled) == fastgrad.stats(fused_loss).nodes
+    _, batched = _fused_and(backends.BatchedBackend, "sgd")
+    xs = [[fastgrad.Var(a) for a in row] for row in batched.X.tolist()]
+    labels = [fastgrad.Var(t) for t in batched.labels.tolist()]
+    terms = [batched.point_loss(x, t)[0] for x, t in zip(xs, labels)]
+    eager = (fastgrad.sum(terms) * (1.0 / len(terms))
+             + backends.L2 * fastgrad.dot(batched.params, batched.params))
+    assert backends.step_graph_nodes(None, batched) == fastgrad.stats(eager).nodes
+    assert backends.step_graph_nodes(None, backends.NumpyBackend(*_small())) is None
+
+
 @pytest.mark.parametrize("backend", ["compiled", "batched"])
 def test_demo_backends_give_the_default_runs_losses(backend, monkeypatch):
     runs = []
@@ -306,6 +321,33 @@ def test_bench_moons_step_rows(monkeypatch):
     assert [r["implementation"] for r in rows] == [fast[0][0], backends.REFERENCE_NAME]
     assert all(r[key] > 0 for r in rows for key in ("ms", "vs_reference", "gc_off_ms", "gc_off_vs_reference"))
     assert rows[0]["nodes"] == rows[1]["nodes"] > 0
+
+
+NEW_MOONS_ROWS = ["fg.compile step (fastgrad.nn traced, replayed)", "fg.vmap per-point loss (batched replay)",
+                  backends.NUMPY_NAME]
+
+
+def test_bench_moons_step_has_the_compiled_batched_numpy_and_jax_rows(monkeypatch):
+    # every fast implementation; the reference's place taken by a fast one (this tests the rows, not speed)
+    fast = [impl for impl in backends.moons_step_implementations(*_small()) if impl[2] == 0]
+    names = [name for name, _, _ in fast]
+    assert set(NEW_MOONS_ROWS) <= set(names)
+    assert ("jax.jit (batched float64 arrays)" in names) == (importlib.util.find_spec("jax") is not None)
+    monkeypatch.setattr(bench, "moons_step_implementations",
+                        lambda *a: fast + [(backends.REFERENCE_NAME, fast[0][1], 0)])
+    rows = {r["implementation"]: r for r in bench.bench_moons_step(quick=True)}
+    fused, floor = rows["fastgrad.nn (one fused call per layer)"], rows[backends.NUMPY_NAME]
+    for r in rows.values():
+        for prefix in ("", "gc_off_"):
+            assert r[prefix + "ms"] > 0 and r[prefix + "best_ms"] <= r[prefix + "ms"]
+            assert r[prefix + "vs_reference"] > 0
+            assert r[prefix + "vs_numpy"] == pytest.approx(floor[prefix + "ms"] / r[prefix + "ms"])
+    assert floor["vs_numpy"] == 1.0 and floor["nodes"] is None
+    assert rows[NEW_MOONS_ROWS[0]]["nodes"] == fused["nodes"]  # the tape is the fused step's graph
+    assert rows[NEW_MOONS_ROWS[1]]["nodes"] > fused["nodes"]   # a label leaf and 1 - y*s per point
+    table = bench.moons_table(list(rows.values()))
+    assert "| speedup vs numpy |" in table.splitlines()[0] and "| GC off: speedup vs numpy |" in table
+    assert f"| {backends.NUMPY_NAME} |  |" in table and "| 1x |" in table
 
 
 def test_step_graph_nodes_counts_each_engines_own_graph():

@@ -569,6 +569,7 @@ def _have_matplotlib() -> bool:
 
 MOONS_WORKLOAD = "moons step (100 pts, MLP 2-16-16-1)"
 REFERENCE_NAME = "fastgrad.reference (pure Python)"
+NUMPY_NAME = "numpy, hand-written forward + backward"
 
 
 def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[int], steps: int
@@ -578,23 +579,33 @@ def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[i
 
     impls: list[tuple[str, Callable[[], Any], int]] = [
         ("fastgrad.nn (one fused call per layer)", lambda: FusedBackend(weights, X, y, steps), 0),
+        ("fg.compile step (fastgrad.nn traced, replayed)", lambda: CompiledBackend(weights, X, y, steps), 0),
+        # one thread, as every implementation here (100 points are one block of fg.vmap's 128 anyway)
+        ("fg.vmap per-point loss (batched replay)",
+         lambda: BatchedBackend(weights, X, y, steps, threads=1), 0),
         ("fastgrad engine API (fg.dot, no nn)", lambda: EngineBackend(fastgrad, weights, X, y, steps), 0),
         ("fg.Value, micrograd-style per-scalar", lambda: ScalarBackend(weights, X, y, steps), 1),
         (REFERENCE_NAME, lambda: EngineBackend(reference, weights, X, y, steps), 2),
     ]
     if _importable("micrograd"):
         impls.append(("micrograd", lambda: MicrogradBackend(weights, X, y, steps), 2))
+    impls.append((NUMPY_NAME, lambda: NumpyBackend(weights, X, y, steps), 0))
     if _importable("torch"):
         impls.append(("torch (batched float64 tensors)", lambda: TorchBackend(weights, X, y, steps), 0))
+    if _importable("jax"):
+        impls.append(("jax.jit (batched float64 arrays)", lambda: JaxBackend(weights, X, y, steps), 0))
     return impls
 
 
-def step_graph_nodes(loss: Any) -> int:
-    """The nodes of one step's graph, leaves included: fastgrad's from `fastgrad.stats`, a Python engine's
-    walked along `_prev`, torch's autograd nodes (one per tensor op, one per leaf parameter) along
-    `grad_fn.next_functions`."""
+def step_graph_nodes(loss: Any, backend: Any = None) -> int | None:
+    """The nodes of one step's graph, leaves included: a backend's own count when it has one
+    (`graph_nodes()`: a compiled tape's nodes; None for NumPy and JAX, which build no graph), fastgrad's
+    from `fastgrad.stats`, a Python engine's walked along `_prev`, torch's autograd nodes (one per tensor op,
+    one per leaf parameter) along `grad_fn.next_functions`."""
     from fastgrad.app.workloads import walk_nodes
 
+    if backend is not None and hasattr(backend, "graph_nodes"):
+        return backend.graph_nodes()
     if isinstance(loss, fastgrad.Var):
         return fastgrad.stats(loss).nodes
     if hasattr(loss, "grad_fn"):

@@ -1,5 +1,6 @@
-"""`python -m fastgrad bench`: the engine workloads (`fastgrad.app.workloads`) and the two-moons training
-step on every backend (`fastgrad.app.backends`), as Markdown tables; optionally JSON rows and a plot."""
+"""`python -m fastgrad bench`: the engine workloads (`fastgrad.app.workloads`), the compiled tapes' replay
+and threads (the same module), and the two-moons training step on every backend (`fastgrad.app.backends`),
+as Markdown tables; optionally JSON rows and a plot."""
 from __future__ import annotations
 
 import contextlib
@@ -17,6 +18,7 @@ import fastgrad
 from fastgrad.app import workloads
 from fastgrad.app.backends import (
     MOONS_WORKLOAD,
+    NUMPY_NAME,
     REFERENCE_NAME,
     initial_weights,
     moons,
@@ -50,7 +52,9 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
                      ) -> list[dict[str, Any]]:
     """Time of one training step (zero_grad, forward over the 100 points, backward, update, freeing the
     graph) for each implementation: the median of the timed steps ("ms"; "best_ms" too), its speedup over the
-    pure-Python reference, and the nodes of one step's graph ("nodes", counted on a warm-up step).
+    pure-Python reference ("vs_reference") and over the hand-written NumPy step ("vs_numpy"), and the nodes of
+    one step's graph ("nodes", counted on a warm-up step; a compiled backend's: its tape's; None for NumPy and
+    JAX, which build none).
 
     GC policy (`fastgrad.app.workloads.GC_POLICY`): the cyclic GC stays on. The "gc_off_" keys time the same
     steps, on a fresh backend, with it off; then micrograd's graphs (reference cycles) are freed by the
@@ -59,7 +63,10 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
     NOTE: the median, not the best: a pure-Python step allocates ~65,000 objects and pays for the cyclic
     GC in some steps but not others; the median charges each implementation its typical step.
     NOTE: torch runs on one intra-op thread, as every other implementation here does (with its default of
-    one thread per core, a shared or loaded machine made its step 10-100x slower and its time meaningless).
+    one thread per core, a shared or loaded machine made its step 10-100x slower and its time meaningless);
+    so does fg.vmap (threads=1; 100 points are one block of its 128 anyway) and, when this process has not
+    imported jax yet, XLA (its Eigen thread pool off).
+    NOTE: fg.compile traces on the first warm-up step, jax.jit compiles there: neither is in the times.
     """
     X, y = moons(seed)
     weights = initial_weights(2, (16, 16), seed)
@@ -71,14 +78,26 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
             progress(name)
         warmup, repeats = plan[cost]
         row: dict[str, Any] = {"workload": MOONS_WORKLOAD, "implementation": name, "repeats": repeats}
+        if name.startswith("jax"):
+            _one_xla_thread()
         with _one_torch_thread(name.startswith("torch")):
             _time_backend(row, factory, warmup, repeats)
         rows.append(row)
     ref = next(r for r in rows if r["implementation"] == REFERENCE_NAME)
+    floor = next((r for r in rows if r["implementation"] == NUMPY_NAME), None)
     for r in rows:
-        r["vs_reference"] = ref["ms"] / r["ms"]
-        r["gc_off_vs_reference"] = ref["gc_off_ms"] / r["gc_off_ms"]
+        for prefix in ("", "gc_off_"):
+            r[prefix + "vs_reference"] = ref[prefix + "ms"] / r[prefix + "ms"]
+            r[prefix + "vs_numpy"] = None if floor is None else floor[prefix + "ms"] / r[prefix + "ms"]
     return rows
+
+
+def _one_xla_thread() -> None:
+    """XLA's CPU backend on one thread, if jax is not imported yet (XLA reads its flags once)."""
+    if "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_cpu_multi_thread_eigen" not in flags:
+            os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
 
 
 @contextlib.contextmanager
@@ -104,7 +123,7 @@ def _time_backend(row: dict[str, Any], factory: Callable[[], Any], warmup: int, 
         for k in range(warmup):
             out = backend.train_step()
             if k == 0 and gc_enabled:
-                row["nodes"] = step_graph_nodes(out[0])
+                row["nodes"] = step_graph_nodes(out[0], backend)
             del out  # nothing of a step's graph may stay alive into the timed steps
         times = _time_steps(backend, repeats, gc_enabled)
         del backend
@@ -114,8 +133,9 @@ def _time_backend(row: dict[str, Any], factory: Callable[[], Any], warmup: int, 
 
 def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str | None = None,
               only: str | None = None, out: TextIO | None = None) -> int:
-    """`python -m fastgrad bench`: Markdown tables of the engine workloads and of the two-moons training
-    step; optionally the rows as JSON and a plot."""
+    """`python -m fastgrad bench`: Markdown tables of the engine workloads, of the compiled tapes (replay and
+    threads) and of the two-moons training step; `only`: one of them ("engine", "compiled", "moons");
+    optionally the rows as JSON and a plot."""
     out = out if out is not None else sys.stdout
     if plot_path and importlib.util.find_spec("matplotlib") is None:
         print("error: --plot needs matplotlib, which is not installed: "
@@ -127,8 +147,9 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
     print(f"GC policy, every engine, every table: {workloads.GC_POLICY}.", file=out)
     out.flush()
     engine: list[dict[str, Any]] = []
+    compiled: list[dict[str, Any]] = []
     moons: list[dict[str, Any]] = []
-    if only != "moons":
+    if only in (None, "engine"):
         _status("engine workloads")
         engine = [dict(r) for r in workloads.run_all(quick=quick)]
         print("\n## Engine workloads\n", file=out)
@@ -136,20 +157,32 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
               "ns/node, bytes/node (own graph): / the nodes of that engine's own graph, leaves and constants "
               "included (counted). Best of repeats.\n", file=out)
         print(workloads.markdown_table(engine), file=out)
-    if only != "engine":
+    if only in (None, "compiled"):
+        _status("compiled tapes")
+        compiled = workloads.run_compiled(quick=quick)
+        print("\n## Compiled tapes: replay and threads\n", file=out)
+        print("fg.compile's replay (forward and backward in one C call) per node of its tape, against eager "
+              "mode on the same graph; fg.vmap on two threads against one (this machine's usable cores: "
+              f"{workloads.usable_cores()}). Best of repeats; tracing untimed.\n", file=out)
+        print(workloads.compiled_markdown_table(compiled), file=out)
+        out.flush()
+    if only in (None, "moons"):
         moons = bench_moons_step(quick=quick, progress=lambda name: _status(f"moons step: {name}"))
         _status("")
         print(f"\n## Training step: {MOONS_WORKLOAD}\n", file=out)
         print("zero_grad + forward over the 100 points + backward + update (+ freeing the graph); "
               "median of the timed steps. Graph nodes: one step's graph, leaves included (torch: autograd "
-              "nodes, one per tensor op). GC off: a collection between steps, untimed, frees micrograd's "
+              "nodes, one per tensor op; fg.compile: its tape's nodes; fg.vmap: the eager graph's count; "
+              "none for NumPy and JAX). Speedup vs numpy: over the hand-written NumPy step, the floor. "
+              "GC off: a collection between steps, untimed, frees micrograd's "
               "graphs (reference cycles) outside its times.\n", file=out)
         print(moons_table(moons), file=out)
         print("\n" + "\n".join(moons_targets(moons)), file=out)
     _status("")
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"machine": info, "quick": quick, "engine": engine, "moons_step": moons}, f, indent=2)
+            json.dump({"machine": info, "quick": quick, "engine": engine, "compiled": compiled,
+                       "moons_step": moons}, f, indent=2)
         print(f"\nrows written to {json_path}", file=out)
     if plot_path:
         plot_bench(engine, moons, plot_path, f"fastgrad bench on {info['machine']}")
@@ -176,6 +209,7 @@ def moons_table(rows: list[dict[str, Any]]) -> str:
     """The moons-step rows as a Markdown table: under the GC policy, then with the GC off (whose best step is
     in the JSON only)."""
     mg = next((r for r in rows if r["implementation"] == "micrograd"), None)
+    floor = any(r.get("vs_numpy") is not None for r in rows)
     columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("implementation", lambda r: r["implementation"]),
         ("graph nodes / step", lambda r: "" if r.get("nodes") is None else f"{r['nodes']:,}"),
@@ -189,6 +223,9 @@ def moons_table(rows: list[dict[str, Any]]) -> str:
         if mg is not None:
             columns.append((f"{label}speedup vs micrograd",
                             lambda r, k=key: f"{mg[k + 'ms'] / r[k + 'ms']:.1f}x"))
+        if floor:
+            columns.append((f"{label}speedup vs numpy",
+                            lambda r, k=key: f"{_significant(r[k + 'vs_numpy'])}x"))
     lines = ["| " + " | ".join(name for name, _ in columns) + " |",
              "|---|" + "---:|" * (len(columns) - 1)]
     lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
@@ -245,6 +282,13 @@ def plot_bench(engine: list[dict[str, Any]], moons: list[dict[str, Any]], path: 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _significant(value: float) -> str:
+    """3 significant digits, never an exponent: 0.0000666, 0.132, 1, 12.3."""
+    import numpy as np
+
+    return np.format_float_positional(value, precision=3, fractional=False, trim="-")
 
 
 def _short(value: float) -> str:

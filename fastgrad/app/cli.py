@@ -74,12 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench", help="run the benchmarks and print a Markdown table",
-        description="Time the engine workloads and the two-moons training step on fastgrad and on the "
-                    "pure-Python reference (and micrograd / torch when installed), with the cyclic GC on "
-                    "as in any Python program, and again with it off.")
+        description="Time the engine workloads, fg.compile's replay and fg.vmap's threads, and the two-moons "
+                    "training step on fastgrad (eager, compiled, batched), hand-written NumPy and the "
+                    "pure-Python reference (and micrograd / torch / jax when installed), with the cyclic GC "
+                    "on as in any Python program, and again with it off.")
     bench.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a rough table)")
-    bench.add_argument("--only", choices=["engine", "moons"],
-                       help="run only the engine workloads or only the two-moons training step")
+    bench.add_argument("--only", choices=["engine", "compiled", "moons"],
+                       help="run only the engine workloads, only the compiled tapes' replay and threads, or "
+                            "only the two-moons training step")
     bench.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     bench.add_argument("--plot", metavar="PNG", help="also draw the timings (needs matplotlib)")
     return parser

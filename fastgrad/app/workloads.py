@@ -369,6 +369,143 @@ def run_all(quick=False):
             *chain_memory(10 ** 7 // scale, 10 ** 6 // scale)]
 
 
+# ---- compiled tapes: fg.compile's replay against eager mode, fg.vmap's threads ----
+#
+# Rows of their own (``compiled_markdown_table``): each compares one measurement with a baseline of the same
+# engine, under the GC policy and with the GC off:
+#   {"name", "size", "unit", "measured", "value", "baseline", "baseline_value", "ratio" (baseline / value),
+#    "gc_off": {"value", "baseline_value", "ratio"}}
+
+REPLAY_FACTOR, REPLAY_STEP = 0.9999999, 1e-7
+
+
+def _affine_chain(x, n_nodes):
+    """``y = y * 0.9999999 + 1e-7`` from x: two nodes per link, ``n_nodes`` nodes besides x."""
+    y = x
+    for _ in range(n_nodes // 2):
+        y = y * REPLAY_FACTOR + REPLAY_STEP
+    return y
+
+
+def usable_cores():
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _compiled_row(name, size, unit, measured, baseline, values):
+    """``values``: {gc_enabled: (value, baseline value)}."""
+    def figures(gc_enabled):
+        value, base = values[gc_enabled]
+        return {"value": value, "baseline_value": base, "ratio": base / value}
+
+    return {"name": name, "size": size, "unit": unit, "measured": measured, "baseline": baseline,
+            **figures(True), "gc_off": figures(False)}
+
+
+def compiled_replay(n_nodes=10 ** 6, repeats=3):
+    """ns per node of ``fg.compile``'s replay, forward and backward in one call, of a chain of ``n_nodes``
+    nodes (``y = y * 0.9999999 + 1e-7``, divided by the tape's nodes, ``tape.n``), against eager mode's
+    backward of the same graph, and its build + backward (divided by the graph's nodes, counted): best of
+    ``repeats``. The replay's gradient must equal eager mode's bit for bit (checked)."""
+    x = fastgrad.Var(0.5)  # a parameter of the compiled function: the replay adds its gradient to x.grad
+    compiled = fastgrad.compile(lambda: _affine_chain(x, n_nodes))
+    tape_nodes = compiled.tape().n  # traced here, untimed
+    values, eager_grad, eager_nodes = {}, None, None
+    clock = time.perf_counter
+    for gc_enabled in (True, False):
+        eager = []
+        for _ in range(repeats):
+            gc.collect()
+            live_before = _live_nodes()
+            x.grad = 0.0
+            with gc_policy(gc_enabled):
+                t0 = clock()
+                y = _affine_chain(x, n_nodes)
+                t1 = clock()
+                y.backward()
+                t2 = clock()
+            eager.append({"backward": t2 - t1, "build+backward": t2 - t0})
+            if eager_nodes is None:
+                eager_nodes = graph_nodes(fastgrad, y, live_before) + 1  # x was made before: count it
+            eager_grad = x.grad
+            del y
+        replay = []
+        for _ in range(repeats):
+            gc.collect()
+            x.grad = 0.0
+            with gc_policy(gc_enabled):
+                t0 = clock()
+                compiled()
+                t1 = clock()
+            replay.append(t1 - t0)
+            if x.grad != eager_grad:
+                raise RuntimeError(f"compiled replay: x.grad {x.grad!r}, eager {eager_grad!r}")
+        best = _best(eager)
+        values[gc_enabled] = (1e9 * min(replay) / tape_nodes,
+                              {k: 1e9 * t / eager_nodes for k, t in best.items()})
+    if eager_nodes != tape_nodes:
+        raise RuntimeError(f"compiled replay: the tape has {tape_nodes} nodes, the eager graph {eager_nodes}")
+    size = f"{tape_nodes:,} nodes"
+    name = "chain y·0.9999999 + 1e-7"
+    return [_compiled_row(name, size, NS_PER_NODE, "fg.compile replay, forward + backward", f"eager {phase}",
+                          {g: (v, base[phase]) for g, (v, base) in values.items()})
+            for phase in ("backward", "build+backward")]
+
+
+def vmap_threads(n_samples=10 ** 4, repeats=5, threads=2, seed=0):
+    """ms per call of ``fg.vmap`` over ``n_samples`` two-moons points (the moons step's per-point hinge loss
+    through MLP 2-16-16-1, forward and backward, mean) on ``threads`` threads against one thread: best of
+    ``repeats``. The gradients must be the same bits for both thread counts (checked)."""
+    from fastgrad.app.backends import BatchedBackend, initial_weights, moons
+
+    X, y = moons(seed, n=n_samples)
+    weights = initial_weights(2, (16, 16), seed)
+    values, grads = {}, {}
+    clock = time.perf_counter
+    for gc_enabled in (True, False):
+        best = {}
+        for t in (1, threads):
+            backend = BatchedBackend(weights, X, y, 1, threads=t)
+            backend.data_loss(backend.X, backend.labels)  # traced here, untimed
+            times = []
+            for _ in range(repeats):
+                gc.collect()
+                backend.optimizer.zero_grad()
+                with gc_policy(gc_enabled):
+                    t0 = clock()
+                    backend.data_loss(backend.X, backend.labels)
+                    t1 = clock()
+                times.append(t1 - t0)
+            best[t] = 1e3 * min(times)
+            grads[t] = [p.grad for p in backend.params]
+        if grads[1] != grads[threads]:
+            raise RuntimeError(f"fg.vmap: the gradients on {threads} threads differ from one thread's")
+        values[gc_enabled] = (best[threads], best[1])
+    return [_compiled_row("fg.vmap moons loss (MLP 2-16-16-1)", f"{n_samples:,} samples", "ms / call",
+                          f"threads={threads}", "threads=1", values)]
+
+
+def run_compiled(quick=False):
+    """The compiled-tape rows; ``quick``: a 10^5-node chain (tracing 10^6 nodes takes a second or two)."""
+    return [*compiled_replay(10 ** 5 if quick else 10 ** 6, repeats=2 if quick else 3),
+            *vmap_threads(10 ** 4, repeats=3 if quick else 5)]
+
+
+def compiled_markdown_table(rows):
+    """The compiled-tape rows as a Markdown table."""
+    lines = ["| measurement | size | unit | measured | value | baseline | value | baseline / measured "
+             "| GC off: baseline / measured |",
+             "|---|---:|---|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['size']} | {r['unit']} | {r['measured']} | {_format(r['value'])} | "
+                     f"{r['baseline']} | {_format(r['baseline_value'])} | {_ratio(r['ratio'])} | "
+                     f"{_ratio(r['gc_off']['ratio'])} |")
+    return "\n".join(lines)
+
+
 def _format(x, digits=1):
     return "—" if x is None else f"{x:,.{digits}f}"
 
