@@ -8,6 +8,7 @@ FASTGRAD_DEBUG=1 turns the safety checks back on (bounds, wraparound, initialize
 """
 import glob
 import os
+import platform
 import runpy
 import sysconfig
 
@@ -32,8 +33,14 @@ directives = {
 _cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or ""
 INLINE = [] if "clang" in _cc else ["--param=max-inline-insns-single=1000"]
 
-# the batched replay splits its samples across threads with OpenMP (cython.parallel.prange)
-OPENMP = {os.path.join("src", "fastgrad", "_replay.pyx"): ["-fopenmp"]}
+# the batched replay splits its samples across threads with OpenMP (cython.parallel.prange); on x86-64 its
+# kernels are also built with AVX2 (twice the vector width) as _replay_avx2, which fastgrad.tracing imports
+# only on a CPU that has AVX2. Same operations, same order: the same bits (no -mfma: no fused multiply-add).
+_REPLAY = os.path.join("src", "fastgrad", "_replay.pyx")
+_REPLAY_AVX2 = os.path.join("src", "fastgrad", "_replay_avx2.pyx")
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+OPENMP = {_REPLAY: ["-fopenmp"], _REPLAY_AVX2: ["-fopenmp"]}      # compile and link flags
+ISA = {_REPLAY_AVX2: ["-mavx2"]}                                    # compile flags
 
 runpy.run_path(os.path.join("src", "fastgrad", "codegen.py"))["render"](debug=DEBUG)
 
@@ -44,10 +51,11 @@ extensions = [
         # NOTE: -ffp-contract=off: no fused multiply-add contractions (the default on aarch64, and on x86-64
         # with -march=native), so every value stays bit-identical to the same expression on Python floats.
         extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3", *INLINE]) + ["-ffp-contract=off"]
-        + OPENMP.get(path, []),
+        + OPENMP.get(path, []) + ISA.get(path, []),
         extra_link_args=OPENMP.get(path, []),
     )
     for path in sorted(glob.glob(os.path.join("src", "fastgrad", "_*.pyx")))
+    if path != _REPLAY_AVX2 or X86_64
 ]
 
 setup(

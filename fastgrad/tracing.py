@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import importlib
 import math
 import os
 import threading
@@ -33,9 +34,34 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
-from fastgrad import _engine, _optable, _pytree
+from fastgrad import _engine, _optable, _pytree, _replay
 from fastgrad._engine import Var
-from fastgrad._replay import Tape
+
+
+def _has_avx2() -> bool:
+    """Does this CPU have AVX2 (NumPy's runtime CPU detection; False when unknown)?"""
+    for name in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:
+            features = importlib.import_module(name).__cpu_features__
+        except (ImportError, AttributeError):
+            continue
+        return bool(features.get("AVX2", False))
+    return False
+
+
+def _replay_kernels() -> Any:
+    """The replay module for this CPU: the AVX2 build where the CPU has it (same results, wider vectors),
+    else the generic one. FASTGRAD_REPLAY=generic forces the generic build."""
+    if os.environ.get("FASTGRAD_REPLAY", "") != "generic" and _has_avx2():
+        try:
+            from fastgrad import _replay_avx2
+            return _replay_avx2
+        except ImportError:     # not built (not x86-64)
+            pass
+    return _replay
+
+
+Tape = _replay_kernels().Tape
 
 __all__ = ["compile", "Compiled", "vmap", "Batched", "TraceError"]
 

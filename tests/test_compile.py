@@ -453,3 +453,29 @@ def test_vmap_bad_options_are_refused():
         fg.vmap(lambda x: x, block=-1)
     with pytest.raises(TypeError, match="function"):
         fg.vmap(None if False else 5)
+
+
+def test_the_avx2_kernels_give_the_generic_kernels_bits():
+    """Both builds of the replay kernels on the same tape: the same values and gradients, bit for bit."""
+    from fastgrad import _replay, tracing
+    if not tracing._has_avx2():
+        pytest.skip("this CPU has no AVX2: only the generic kernels run here")
+    from fastgrad import _replay_avx2
+    model, params, X, y, loss_fn = moons_model(5)
+    one = per_sample(model)
+    rng = np.random.default_rng(1)
+    Xb = np.concatenate([rng.normal(size=(300, 2)), np.sign(rng.normal(size=(300, 1)))], axis=1)
+    tapes = {}
+    for name, fn, args in (("whole", loss_fn, (X, y)), ("sample", lambda x, t: one(x, t)[0], (X[0], y[0]))):
+        src = fg.compile(fn).tape(*args)
+        tapes[name] = [m.Tape(src.op, src.a, src.b, src.k, src.operands, src.external, src.nargs, src.outputs)
+                       for m in (_replay, _replay_avx2)]
+    x = np.concatenate([X.ravel(), y])
+    results = []
+    for k in range(2):
+        for p in params:
+            p.grad = 0.0
+        v = tapes["whole"][k].run(x)
+        losses = tapes["sample"][k].run_batch(Xb, True, 1.0 / 300, 64, 2)
+        results.append((v, losses.tolist(), [p.grad for p in params]))
+    assert results[0] == results[1]

@@ -1,0 +1,528 @@
+# The replay kernels, included by _replay.pyx (generic x86-64 / any CPU) and _replay_avx2.pyx (the same
+# code compiled with -mavx2; fastgrad.tracing imports it when the CPU has AVX2). Identical results: the
+# same IEEE operations in the same order, only wider vectors.
+cimport cython
+from libc.stdlib cimport calloc, free, malloc
+
+import numpy as np
+
+from fastgrad._engine cimport Arena, Var, arena, node_index
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset
+
+from fastgrad._ops cimport (N_OPS, OP_CUSTOM, OP_DOT, OP_LEAF, OP_SUM, op_adjoint_block, op_partials, op_value,
+                            op_value_block)
+from libc.stdint cimport INT32_MAX, int32_t as i32
+
+from fastgrad._types cimport f64, i64, u8, intp
+
+
+cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
+                        intp n, f64* v) noexcept nogil:
+    cdef intp i, m, s
+    cdef f64 y
+    cdef u8 o
+    for i in range(start, n):
+        o = op[i]
+        if o == OP_SUM:
+            s = a[i]
+            y = 0.0
+            for m in range(b[i]):
+                y += v[args[s + m]]
+        elif o == OP_DOT:
+            s = a[i]
+            y = 0.0
+            for m in range(b[i]):
+                y += v[args[s + 2 * m]] * v[args[s + 2 * m + 1]]
+        elif o == OP_LEAF:
+            y = k[i]
+        else:
+            y = op_value(o, v[a[i]], v[b[i]] if b[i] >= 0 else 0.0, k[i])
+        v[i] = y
+
+
+cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
+                        intp out, const f64* v, f64* g) noexcept nogil:
+    cdef intp i, m, s, x, w
+    cdef f64 gi, d0, d1
+    cdef u8 o
+    i = out
+    while i >= start:
+        o = op[i]
+        gi = g[i]
+        if o == OP_SUM:
+            s = a[i]
+            for m in range(b[i]):
+                g[args[s + m]] += gi
+        elif o == OP_DOT:
+            s = a[i]
+            for m in range(b[i]):
+                w = args[s + 2 * m]
+                x = args[s + 2 * m + 1]
+                g[w] += gi * v[x]
+                g[x] += gi * v[w]
+        elif o != OP_LEAF:
+            op_partials(o, v[a[i]], v[b[i]] if b[i] >= 0 else 0.0, k[i], v[i], &d0, &d1)
+            g[a[i]] += gi * d0
+            if b[i] >= 0:
+                g[b[i]] += gi * d1
+        i -= 1
+
+
+cdef int check_tape(const u8[::1] op, const i64[::1] a, const i64[::1] b, const f64[::1] k,
+                    const i64[::1] args, intp nin) except -1:
+    """ValueError unless the arrays describe a tape the sweeps can run without reading out of bounds:
+    inputs are leaves, every parent comes before its node, every operand slot exists."""
+    cdef intp n = op.shape[0], i, m, slots
+    if a.shape[0] != n or b.shape[0] != n or k.shape[0] != n:
+        raise ValueError("Tape: op, a, b and k must have the same length")
+    if not 0 <= nin <= n:
+        raise ValueError(f"Tape: {nin} inputs for {n} positions")
+    for i in range(n):
+        if op[i] >= N_OPS or op[i] == OP_CUSTOM or (i < nin and op[i] != OP_LEAF):
+            raise ValueError(f"Tape: position {i} has op code {op[i]}, which a tape cannot hold there")
+        if i < nin or op[i] == OP_LEAF:
+            continue
+        if op[i] == OP_SUM or op[i] == OP_DOT:
+            slots = b[i] * (2 if op[i] == OP_DOT else 1)
+            if a[i] < 0 or b[i] < 0 or a[i] + slots > args.shape[0]:
+                raise ValueError(f"Tape: position {i}: operand slots out of range")
+            for m in range(slots):
+                if not 0 <= args[a[i] + m] < i:
+                    raise ValueError(f"Tape: position {i}: an operand does not come before it")
+        elif not (0 <= a[i] < i and -1 <= b[i] < i):
+            raise ValueError(f"Tape: position {i}: a parent does not come before it")
+    return 0
+
+
+cdef void mark_rows(const u8* op, const i32* a, const i32* b, const i32* args, intp nin, intp n, u8* row,
+                    const i64[::1] outputs) noexcept:
+    """Give a row to every external input that something other than a dot node reads (or that is an
+    output)."""
+    cdef intp i, m
+    for i in range(nin, n):
+        if op[i] == OP_DOT or op[i] == OP_LEAF:
+            continue
+        if op[i] == OP_SUM:
+            for m in range(b[i]):
+                row[args[a[i] + m]] = 1
+        else:
+            row[a[i]] = 1
+            if b[i] >= 0:
+                row[b[i]] = 1
+    for m in range(outputs.shape[0]):
+        row[outputs[m]] = 1
+
+
+@cython.final
+cdef class Tape:
+    """A recorded graph, replayed on new argument values (see the module docstring)."""
+    cdef readonly object op, a, b, k, operands   # NumPy arrays (kept: the pointers below point into them)
+    cdef readonly list external                   # handles on the external nodes (kept alive)
+    cdef readonly intp nargs, nin, n, out
+    cdef readonly object outputs                  # positions of the outputs (out = outputs[0])
+    cdef const u8* _op
+    cdef object _a32, _b32, _args32              # int32 copies of a, b, operands (half the index traffic)
+    cdef const i32* _a
+    cdef const i32* _b
+    cdef const f64* _k
+    cdef const i32* _args
+    cdef f64* _scratch       # values and adjoints of run(), kept between calls (no page faults per call)
+    cdef intp _cap
+    cdef i64* _ext           # arena indices of the external nodes
+    cdef bint* _ext_leaf     # is external node q a leaf (else: its adjoint is a backward seed)
+    cdef bint _has_inner     # any external node that is not a leaf
+    cdef u8* _row            # _row[p]: position p needs a per-sample row in a batched replay (an external
+                             # input read only as a dot operand does not: it is a scalar there)
+
+    def __cinit__(self, op, a, b, k, operands, list external, intp nargs, outputs):
+        cdef const u8[::1] vop = op
+        cdef const i64[::1] va = a, vb = b, vargs = operands
+        cdef const f64[::1] vk = k
+        cdef intp q, ne = len(external)
+        cdef Arena* A = arena()
+        self.op, self.a, self.b, self.k, self.operands = op, a, b, k, operands
+        self.external = external
+        self.nargs = nargs
+        self.nin = nargs + ne
+        self.n = vop.shape[0]
+        self.outputs = np.asarray(outputs, dtype=np.int64)
+        self.out = self.outputs[0]
+        for q in range(self.outputs.shape[0]):
+            if not 0 <= self.outputs[q] < self.n:
+                raise ValueError("Tape: an output position is out of range")
+        if self.n >= INT32_MAX or vargs.shape[0] >= INT32_MAX:
+            raise ValueError("Tape: at most 2**31 - 1 positions and operand slots")
+        check_tape(vop, va, vb, vk, vargs, self.nin)
+        self._a32 = np.ascontiguousarray(a, dtype=np.int32)
+        self._b32 = np.ascontiguousarray(b, dtype=np.int32)
+        self._args32 = np.ascontiguousarray(operands, dtype=np.int32)
+        cdef const i32[::1] va32 = self._a32, vb32 = self._b32, vargs32 = self._args32
+        self._op = &vop[0] if self.n else NULL
+        self._a = &va32[0] if self.n else NULL
+        self._b = &vb32[0] if self.n else NULL
+        self._k = &vk[0] if self.n else NULL
+        self._args = &vargs32[0] if vargs.shape[0] else NULL
+        self._ext = <i64*>malloc(max(ne, 1) * sizeof(i64))
+        self._ext_leaf = <bint*>malloc(max(ne, 1) * sizeof(bint))
+        if self._ext == NULL or self._ext_leaf == NULL:
+            raise MemoryError()
+        self._has_inner = False
+        self._row = <u8*>malloc(max(self.n, 1))
+        if self._row == NULL:
+            raise MemoryError()
+        for q in range(self.n):
+            self._row[q] = not (nargs <= q < self.nin)
+        mark_rows(self._op, self._a, self._b, self._args, self.nin, self.n, self._row, self.outputs)
+        for q in range(ne):
+            self._ext[q] = node_index(<Var>external[q])
+            self._ext_leaf[q] = A.op[self._ext[q]] == OP_LEAF
+            if not self._ext_leaf[q]:
+                self._has_inner = True
+
+    def __dealloc__(self):
+        free(self._scratch)
+        free(self._row)
+        free(self._ext)
+        free(self._ext_leaf)
+
+    def run_batch(self, const f64[:, ::1] X not None, bint backward=True, f64 seed=1.0, intp block=128,
+                  int threads=1, f64[:, ::1] values=None):
+        """Replay over the rows of ``X`` (samples x arguments), node-major in blocks of ``block`` samples,
+        on ``threads`` threads. Returns the per-sample values of output 0; ``values`` (optional, samples x
+        outputs) receives every output. With ``backward``, every sample's output 0 is seeded with ``seed``
+        and the external leaves' ``.grad`` gain the sum over samples (added in block order: the same bits
+        for any number of threads); an external node that is not a leaf gets that sum as a backward seed."""
+        cdef intp N = X.shape[0], nout = self.outputs.shape[0], ne = self.nin - self.nargs, q, blk
+        if X.shape[1] != self.nargs:
+            raise ValueError(f"the tape takes {self.nargs} argument values per sample, got {X.shape[1]}")
+        if block < 1:
+            raise ValueError(f"block must be at least 1, got {block}")
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        if values is not None and (values.shape[0] != N or values.shape[1] != nout):
+            raise ValueError(f"values: expected shape ({N}, {nout}), got ({values.shape[0]}, {values.shape[1]})")
+        cdef intp nblk = (N + block - 1) // block
+        losses = np.empty(N)
+        outvals = np.empty((N, nout)) if values is None else values
+        partial = np.zeros((max(nblk, 1), max(ne, 1)))
+        ext_val = np.empty(max(ne, 1))
+        cdef f64[::1] vl = losses, ve = ext_val
+        cdef f64[:, ::1] vo = outvals, vp = partial
+        cdef const i64[::1] vouts = self.outputs
+        cdef Arena* A = arena()
+        cdef f64 tot
+        if N == 0:
+            return losses
+        for q in range(ne):
+            ve[q] = A.value[self._ext[q]]
+        run_blocks(self, &X[0, 0], N, &ve[0], min(block, N), threads, backward, seed, &vl[0], &vouts[0], nout,
+                   &vo[0, 0], &vp[0, 0])
+        if backward:
+            for q in range(ne):
+                tot = -0.0
+                for blk in range(nblk):
+                    tot = tot + vp[blk, q]
+                if self._ext_leaf[q]:
+                    A.grad[self._ext[q]] += tot
+                else:
+                    self.external[q].backward(tot)
+        return losses
+
+    def run(self, const f64[::1] x not None, bint backward=True, f64 seed=1.0, f64[::1] arg_grad=None,
+            f64[::1] values=None):
+        """Replay on argument values ``x``: returns the output's value; with ``backward``, the external
+        leaves' ``.grad`` gain d out / d leaf * seed, exactly as eager ``out.backward(seed)`` would.
+        ``arg_grad`` (optional, one per argument): the arguments' adjoints start there and end there.
+        ``values`` (optional, one per output): receives the outputs' values."""
+        if x.shape[0] != self.nargs:
+            raise ValueError(f"the tape takes {self.nargs} argument values, got {x.shape[0]}")
+        if arg_grad is not None and arg_grad.shape[0] != self.nargs:
+            raise ValueError(f"arg_grad: expected {self.nargs} values, got {arg_grad.shape[0]}")
+        cdef intp n = self.n, nin = self.nin, nargs = self.nargs, q
+        # NOTE: the scratch is the tape's own, reused by every call. That is safe: the GIL is held from here
+        # until the sweeps are done, and what runs Python afterwards (an inner node's backward) reads
+        # nothing from it, so a re-entrant or another thread's call can only come after.
+        if self._cap < 2 * n:
+            free(self._scratch)
+            self._scratch = <f64*>malloc(max(2 * n, 1) * sizeof(f64))
+            self._cap = 0 if self._scratch == NULL else 2 * n
+            if self._scratch == NULL:
+                raise MemoryError()
+        cdef f64* v = self._scratch
+        cdef f64* g = v + n
+        cdef Arena* A = arena()
+        cdef f64 y
+        # NOTE: the GIL is held throughout: the external leaves' .grad is read before the sweep and
+        # written after it, and no other thread may add to it in between.
+        for q in range(nargs):
+            v[q] = x[q]
+        for q in range(nin - nargs):
+            v[nargs + q] = A.value[self._ext[q]]
+        sweep_forward(self._op, self._a, self._b, self._k, self._args, nin, n, v)
+        y = v[self.out]
+        if values is not None:
+            if values.shape[0] != self.outputs.shape[0]:
+                raise ValueError(f"values: expected {self.outputs.shape[0]} slots, got {values.shape[0]}")
+            for q in range(values.shape[0]):
+                values[q] = v[<intp>self.outputs[q]]
+        if not backward:
+            return y
+        for q in range(n):
+            g[q] = -0.0
+        for q in range(nin - nargs):
+            if self._ext_leaf[q]:
+                g[nargs + q] = A.grad[self._ext[q]]
+        if arg_grad is not None:
+            for q in range(nargs):
+                g[q] = arg_grad[q]
+        g[self.out] += seed
+        sweep_reverse(self._op, self._a, self._b, self._k, self._args, nin, self.out, v, g)
+        for q in range(nin - nargs):
+            if self._ext_leaf[q]:
+                A.grad[self._ext[q]] = g[nargs + q]
+        if arg_grad is not None:
+            for q in range(nargs):
+                arg_grad[q] = g[q]
+        if self._has_inner:
+            seeds = [(self.external[q], g[nargs + q]) for q in range(nin - nargs) if not self._ext_leaf[q]]
+            for h, s in reversed(seeds):
+                h.backward(s)
+        return y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batched replay: one tape (one sample's graph) over many samples, node-major
+# ---------------------------------------------------------------------------------------------------------
+#
+# A block of B samples is laid out node-major: V[i * B + s] is node i's value for sample s of the block, so
+# each node's op runs as one loop over B contiguous values (op_value_block / op_adjoint_block). Blocks are
+# independent: threads take whole blocks, each with its own V and G. The per-sample results (losses,
+# auxiliary values) land in per-sample slots; each block's external-leaf gradient sums land in a row of
+# their own, and the rows are added in block order at the end, so the result does not depend on how many
+# threads ran or which ran what.
+
+cdef inline bint scalar_ext(intp p, intp nargs, intp nin, const u8* row) noexcept nogil:
+    """Is position ``p`` an external input that has no per-sample row (read as a scalar by dot nodes)?"""
+    return nargs <= p < nin and not row[p]
+
+
+cdef void block_forward(Tape t, f64* V, const f64* ev, intp B, intp cnt) noexcept nogil:
+    """Forward over one block: V[i * B + s] is node i's value for sample s. An external input read only
+    by dot nodes has no row: its value ``ev[p - nargs]`` is used as a scalar."""
+    cdef const u8* op = t._op
+    cdef const i32* a = t._a
+    cdef const i32* b = t._b
+    cdef const i32* args = t._args
+    cdef const u8* row = t._row
+    cdef intp i, m, s, st, pw, px, nargs = t.nargs, nin = t.nin
+    cdef f64* y
+    cdef const f64* w
+    cdef const f64* x
+    cdef f64 c
+    for i in range(nin, t.n):
+        y = V + i * B
+        if op[i] == OP_SUM:
+            st = a[i]
+            for s in range(cnt):
+                y[s] = 0.0
+            for m in range(b[i]):
+                x = V + args[st + m] * B
+                for s in range(cnt):
+                    y[s] += x[s]
+        elif op[i] == OP_DOT:
+            st = a[i]
+            for s in range(cnt):
+                y[s] = 0.0
+            for m in range(b[i]):
+                pw = args[st + 2 * m]
+                px = args[st + 2 * m + 1]
+                if scalar_ext(pw, nargs, nin, row):
+                    c = ev[pw - nargs]
+                    if scalar_ext(px, nargs, nin, row):
+                        c = c * ev[px - nargs]
+                        for s in range(cnt):
+                            y[s] += c
+                    else:
+                        x = V + px * B
+                        for s in range(cnt):
+                            y[s] += c * x[s]
+                elif scalar_ext(px, nargs, nin, row):
+                    c = ev[px - nargs]
+                    w = V + pw * B
+                    for s in range(cnt):
+                        y[s] += w[s] * c
+                else:
+                    w = V + pw * B
+                    x = V + px * B
+                    for s in range(cnt):
+                        y[s] += w[s] * x[s]
+        elif op[i] == OP_LEAF:
+            for s in range(cnt):
+                y[s] = t._k[i]
+        else:
+            op_value_block(op[i], V + a[i] * B, V + b[i] * B if b[i] >= 0 else NULL, t._k[i], y, cnt)
+
+
+cdef inline f64 lane_dot(const f64* g, const f64* x, f64 c, intp cnt) noexcept nogil:
+    """sum of g[s] * x[s] (or g[s] * c when ``x`` is NULL) in four interleaved lanes combined as
+    (l0 + l1) + (l2 + l3), then the tail: a fixed order, the same bits on every run."""
+    cdef f64 l0 = -0.0, l1 = -0.0, l2 = -0.0, l3 = -0.0
+    cdef intp s = 0
+    if x == NULL:
+        while s + 4 <= cnt:
+            l0 = l0 + g[s] * c
+            l1 = l1 + g[s + 1] * c
+            l2 = l2 + g[s + 2] * c
+            l3 = l3 + g[s + 3] * c
+            s += 4
+        l0 = (l0 + l1) + (l2 + l3)
+        while s < cnt:
+            l0 = l0 + g[s] * c
+            s += 1
+        return l0
+    while s + 4 <= cnt:
+        l0 = l0 + g[s] * x[s]
+        l1 = l1 + g[s + 1] * x[s + 1]
+        l2 = l2 + g[s + 2] * x[s + 2]
+        l3 = l3 + g[s + 3] * x[s + 3]
+        s += 4
+    l0 = (l0 + l1) + (l2 + l3)
+    while s < cnt:
+        l0 = l0 + g[s] * x[s]
+        s += 1
+    return l0
+
+
+cdef inline f64 lane_sum(const f64* x, intp cnt) noexcept nogil:
+    """x[0] + ... + x[cnt-1] in four interleaved lanes, in the fixed order of ``lane_dot``."""
+    cdef f64 l0 = -0.0, l1 = -0.0, l2 = -0.0, l3 = -0.0
+    cdef intp s = 0
+    while s + 4 <= cnt:
+        l0 = l0 + x[s]
+        l1 = l1 + x[s + 1]
+        l2 = l2 + x[s + 2]
+        l3 = l3 + x[s + 3]
+        s += 4
+    l0 = (l0 + l1) + (l2 + l3)
+    while s < cnt:
+        l0 = l0 + x[s]
+        s += 1
+    return l0
+
+
+cdef void block_reverse(Tape t, const f64* V, f64* G, const f64* ev, f64* P, intp B, intp cnt) noexcept nogil:
+    """Reverse over one block. A row-less external input's adjoint is summed over the block straight into
+    ``P[p - nargs]``; every other node's adjoint is a row of G."""
+    cdef const u8* op = t._op
+    cdef const i32* a = t._a
+    cdef const i32* b = t._b
+    cdef const i32* args = t._args
+    cdef const u8* row = t._row
+    cdef intp i, m, s, st, pw, px, nargs = t.nargs, nin = t.nin
+    cdef const f64* g
+    cdef const f64* w
+    cdef const f64* x
+    cdef f64* gw
+    cdef f64* gx
+    cdef f64 cw, cx
+    i = t.out
+    while i >= nin:
+        g = G + i * B
+        if op[i] == OP_SUM:
+            st = a[i]
+            for m in range(b[i]):
+                gx = G + args[st + m] * B
+                for s in range(cnt):
+                    gx[s] += g[s]
+        elif op[i] == OP_DOT:
+            st = a[i]
+            for m in range(b[i]):
+                pw = args[st + 2 * m]
+                px = args[st + 2 * m + 1]
+                w = NULL if scalar_ext(pw, nargs, nin, row) else V + pw * B
+                x = NULL if scalar_ext(px, nargs, nin, row) else V + px * B
+                cw = ev[pw - nargs] if w == NULL else 0.0
+                cx = ev[px - nargs] if x == NULL else 0.0
+                # d/dw: g * x
+                if w == NULL:
+                    P[pw - nargs] = P[pw - nargs] + lane_dot(g, x, cx, cnt)
+                else:
+                    gw = G + pw * B
+                    if x == NULL:
+                        for s in range(cnt):
+                            gw[s] += g[s] * cx
+                    else:
+                        for s in range(cnt):
+                            gw[s] += g[s] * x[s]
+                # d/dx: g * w
+                if x == NULL:
+                    P[px - nargs] = P[px - nargs] + lane_dot(g, w, cw, cnt)
+                else:
+                    gx = G + px * B
+                    if w == NULL:
+                        for s in range(cnt):
+                            gx[s] += g[s] * cw
+                    else:
+                        for s in range(cnt):
+                            gx[s] += g[s] * w[s]
+        elif op[i] != OP_LEAF:
+            op_adjoint_block(op[i], V + a[i] * B, V + b[i] * B if b[i] >= 0 else NULL, t._k[i], V + i * B, g,
+                             G + a[i] * B, G + b[i] * B if b[i] >= 0 else NULL, cnt)
+        i -= 1
+
+
+cdef int run_blocks(Tape t, const f64* X, intp N, const f64* ev, intp B, int nthreads, bint backward,
+                    f64 seed, f64* losses, const i64* outs, intp nout, f64* outvals, f64* partial) except -1:
+    """Replay ``t`` over the N rows of ``X`` (N x nargs, row-major), in blocks of B samples.
+
+    ``losses[s]``: output 0 of sample s; ``outvals[s * nout + q]``: output q; with ``backward``, row ``blk``
+    of ``partial`` (nblocks x next) gets block blk's sums of the external inputs' adjoints (each sample
+    seeded with ``seed``)."""
+    cdef intp nblk = (N + B - 1) // B, blk, n = t.n, nin = t.nin, nargs = t.nargs, ne = t.nin - t.nargs
+    cdef intp s, q, i, s0, cnt, stride = n * B * (2 if backward else 1) + ne
+    cdef f64* V
+    cdef f64* G
+    cdef f64* P
+    if nthreads > nblk:
+        nthreads = <int>nblk
+    # per thread: values, adjoints, and the block's sums for the row-less external inputs
+    cdef f64* scratch = <f64*>malloc(nthreads * stride * sizeof(f64) + sizeof(f64))
+    if scratch == NULL:
+        raise MemoryError()
+    try:
+        for blk in prange(nblk, nogil=True, num_threads=nthreads, schedule="static"):
+            V = scratch + threadid() * stride
+            G = V + n * B
+            P = G + (n * B if backward else 0)
+            s0 = blk * B
+            cnt = min(B, N - s0)
+            for q in range(nargs):
+                for s in range(cnt):
+                    V[q * B + s] = X[(s0 + s) * nargs + q]
+            for q in range(ne):
+                if t._row[nargs + q]:
+                    for s in range(cnt):
+                        V[(nargs + q) * B + s] = ev[q]
+            block_forward(t, V, ev, B, cnt)
+            for s in range(cnt):
+                losses[s0 + s] = V[t.out * B + s]
+                for q in range(nout):
+                    outvals[(s0 + s) * nout + q] = V[outs[q] * B + s]
+            if backward:
+                for i in range(n):
+                    if i < nargs or i >= nin or t._row[i]:
+                        for s in range(cnt):
+                            G[i * B + s] = -0.0
+                for q in range(ne):
+                    P[q] = -0.0
+                for s in range(cnt):
+                    G[t.out * B + s] = seed
+                block_reverse(t, V, G, ev, P, B, cnt)
+                for q in range(ne):
+                    if t._row[nargs + q]:
+                        P[q] = P[q] + lane_sum(G + (nargs + q) * B, cnt)
+                    partial[blk * ne + q] = P[q]
+    finally:
+        free(scratch)
+    return 0
