@@ -479,3 +479,60 @@ def test_the_avx2_kernels_give_the_generic_kernels_bits():
         losses = tapes["sample"][k].run_batch(Xb, True, 1.0 / 300, 64, 2)
         results.append((v, losses.tolist(), [p.grad for p in params]))
     assert results[0] == results[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# random graphs: compiled against eager, bit for bit
+# ---------------------------------------------------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+EDGES = (0.0, -0.0, 1.0, -1.0, 2.0, 0.5, math.inf, -math.inf, math.nan, 1e308, 5e-324)
+numbers = st.one_of(st.sampled_from(EDGES), st.floats(-3.0, 3.0), st.floats())
+
+
+@st.composite
+def programs(draw):
+    """(n_args, n_params, instructions): each instruction an op row, operand indices into the nodes made so
+    far (args, then params, then earlier instructions: shared subexpressions), and a constant."""
+    n_args = draw(st.integers(1, 3))
+    n_params = draw(st.integers(0, 2))
+    code = []
+    for j in range(draw(st.integers(1, 12))):
+        op = draw(st.sampled_from(DIFFERENTIABLE))
+        avail = n_args + n_params + j
+        operands = draw(st.lists(st.integers(0, avail - 1), min_size=n_operands(op), max_size=n_operands(op)))
+        k = draw(st.sampled_from(op.k_values)) if op.k_values else draw(numbers)
+        code.append((op, operands, k))
+    return n_args, n_params, code
+
+
+def run_program(program, args, params):
+    n_args, n_params, code = program
+    nodes = list(args) + list(params)
+    for op, operands, k in code:
+        nodes.append(call(fg, op, [nodes[i] for i in operands], k))
+    return fg.sum(nodes[n_args + n_params:])      # every instruction reaches the output
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(programs(), st.lists(st.lists(numbers, min_size=5, max_size=5), min_size=1, max_size=3),
+       st.lists(numbers, min_size=2, max_size=2))
+def test_random_graphs_compiled_equal_eager_bit_for_bit(program, points, param_values):
+    n_args, n_params, code = program
+    params = [fg.Var(v) for v in param_values[:n_params]]
+    compiled = fg.compile(lambda *xs: run_program(program, xs, params))
+    for point in points:
+        args = point[:n_args]
+        for p in params:
+            p.grad = 0.0
+        loss = run_program(program, [fg.Var(a) for a in args], params)
+        loss.backward()
+        want = [loss.data, *[p.grad for p in params]]
+        for p in params:
+            p.grad = 0.0
+        got = [compiled(*args).data, *[p.grad for p in params]]
+        assert all(same(a, b) for a, b in zip(got, want)), (got, want)
+    assert compiled.traces == 1
