@@ -175,7 +175,7 @@ class Compiled:
         y = tape.run(x, self.backward, 1.0, None, values)
         if entry.aux_def is None:
             return Var(y)
-        return Var(y), entry.aux_def.unflatten([float(t) for t in values[1:]])
+        return Var(y), _unflatten_values(entry.aux_def, values[1:])
 
     def _checked(self, entry: _Entry, x: np.ndarray, args: Tuple[Any, ...]) -> Any:
         """Replay, and compare with eager evaluation of fn on the same arguments."""
@@ -352,6 +352,15 @@ class Batched:
 
     def __repr__(self) -> str:
         return f"<fg.vmap of {getattr(self.fn, '__qualname__', self.fn)!s}: {len(self._cache)} tape(s)>"
+
+
+def _unflatten_values(treedef: Any, values: np.ndarray) -> Any:
+    """Auxiliary results as floats in their structure (a flat list or tuple of Vars, the common case, in one
+    step)."""
+    if treedef.kind in ("list", "tuple") and all(c.kind == "leaf" for c in treedef.children):
+        flat = values.tolist()
+        return flat if treedef.kind == "list" else tuple(flat)
+    return treedef.unflatten(values.tolist())
 
 
 def _same(a: float, b: float) -> bool:
