@@ -160,6 +160,7 @@ class Program(NamedTuple):
     code: Tuple[Instruction, ...]
     kind: str                               # "edge", "smooth" or "table": how it was drawn
     tangent: Tuple[float, ...]              # a direction for jvp and hvp
+    summary: str = ""                       # what repr shows instead of the code, if given
 
     @property
     def n_leaves(self):
@@ -213,6 +214,8 @@ class Program(NamedTuple):
         return "\n".join(lines)
 
     def __repr__(self):
+        if self.summary:
+            return f"Program({self.kind}, main={self.main!r}, tangent={self.tangent!r}: {self.summary})"
         others = "".join(f"\n# also at {p!r}" for p in self.extra)
         return f"Program({self.kind}, tangent={self.tangent!r}):\n{self.source()}{others}\n"
 
@@ -428,7 +431,8 @@ def op_tables(draw):
         code += [Instruction(op, (k, x)) for k in (*left, drawn)]
     code += [Instruction("fg.sum", (x, y, x, drawn)), Instruction("fg.dot", (x, y, drawn, y, x, x))]
     tangent = tuple(draw(st.floats(-1.0, 1.0)) for _ in main)
-    return Program(main, (), tuple(code), "table", tangent)
+    summary = f"every op in every form, x = v0, y = v1, k in the pools and {drawn!r}"
+    return Program(main, (), tuple(code), "table", tangent, summary)
 
 
 # ---------------------------------------------------------------------------------------------------------
