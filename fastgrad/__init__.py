@@ -16,7 +16,7 @@ from fastgrad._engine import (
     tanh,
 )
 from fastgrad.custom import Function, custom_op
-from fastgrad.gradcheck import GradcheckError, gradcheck
+from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradgradcheck
 from fastgrad.inspection import draw, graph_table, stats, to_dot
 from fastgrad.transforms import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp
 
@@ -28,7 +28,8 @@ __all__ = [
     "Var", "Value", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs",
     "maximum", "minimum", "dot", "sum",
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
-    "graph_table", "to_dot", "draw", "stats", "gradcheck", "GradcheckError", "custom_op", "Function",
+    "graph_table", "to_dot", "draw", "stats", "gradcheck", "gradgradcheck", "GradcheckError",
+    "GradcheckResult", "custom_op", "Function",
     "nn", "optim",
 ]
 

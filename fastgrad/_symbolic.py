@@ -142,6 +142,10 @@ def _mulc(args, out, k):  # a * k
     return (k,)
 
 
+def _divc(args, out, k):  # a / k: 1/k
+    return (1.0 / k,)
+
+
 def _rsubc(args, out, k):  # k - a
     return (-1.0,)
 
@@ -237,7 +241,7 @@ def _dot(args, out, k):  # w0*x0 + w1*x1 + ..., parents (w0, x0, w1, x1, ...)
 
 RULES: Dict[str, Callable[[Sequence[Any], Any, float], Tuple[Expr, ...]]] = {
     "add": _add, "sub": _sub, "mul": _mul, "div": _div, "pow": _pow,
-    "addc": _addc, "mulc": _mulc, "rsubc": _rsubc, "rdivc": _rdivc, "powc": _powc, "rpowc": _rpowc,
+    "addc": _addc, "mulc": _mulc, "divc": _divc, "rsubc": _rsubc, "rdivc": _rdivc, "powc": _powc, "rpowc": _rpowc,
     "neg": _neg, "abs": _abs, "exp": _exp, "log": _log, "sqrt": _sqrt, "sin": _sin, "cos": _cos,
     "tanh": _tanh, "sigmoid": _sigmoid, "relu": _relu,
     "max": _max, "min": _min,

@@ -21,7 +21,7 @@ __all__ = ["GraphRow", "GraphTable", "GraphStats", "graph_table", "to_dot", "dra
 Names = Optional[Dict[str, Any]]
 
 # Ops with a constant operand k (the node's aux), shown as op(parent, k=...).
-_CONST_OPS = {"addc", "mulc", "rsubc", "rdivc", "powc", "rpowc"}
+_CONST_OPS = {"addc", "mulc", "divc", "rsubc", "rdivc", "powc", "rpowc"}
 
 
 class GraphRow(NamedTuple):
@@ -241,7 +241,7 @@ def draw(y: Any, path: Union[None, str, "os.PathLike[str]"] = None, names: Names
 # comparison or elementary function evaluation (exp, sin, ...) counts as one flop. Forward: the node's own
 # evaluation. Backward: computing its local partials (below) plus a multiply and an add per parent edge.
 _FORWARD = {"leaf": 0, "custom": 1}
-_PARTIAL = {"div": 2, "pow": 5, "rdivc": 2, "powc": 2, "rpowc": 1, "log": 1, "sqrt": 1, "sin": 1, "cos": 2,
+_PARTIAL = {"div": 2, "divc": 1, "pow": 5, "rdivc": 2, "powc": 2, "rpowc": 1, "log": 1, "sqrt": 1, "sin": 1, "cos": 2,
             "tanh": 2, "sigmoid": 2}
 
 

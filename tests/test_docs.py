@@ -50,7 +50,7 @@ def test_tutorial_has_the_required_walkthroughs():
 
 
 PUBLIC_NAMES = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "graph_table", "to_dot",
-                "draw", "stats", "gradcheck", "GradcheckError", "custom_op"]
+                "draw", "stats", "gradcheck", "gradgradcheck", "GradcheckError", "custom_op"]
 
 
 def test_tutorial_code_runs_and_outputs_match(tmp_path, monkeypatch):

@@ -1,5 +1,7 @@
 """Engine mechanics the public API does not show directly: affine layers, segment recycling, custom-op
 re-entrancy and arena growth during a sweep, transform sweeps against backward()."""
+import gc
+import pickle
 import random
 
 import numpy as np
@@ -79,19 +81,54 @@ def test_a_warm_loop_allocates_no_new_node_storage():
     assert caps[-1] == caps[10]
 
 
-def test_backward_inside_a_custom_backward_is_refused_and_the_engine_recovers():
+def test_backward_inside_a_custom_backward_runs_on_its_own_marks():
     x = fg.Var(2.0)
 
     def rule(g):
-        (x * 3.0).backward()
+        (x * 3.0).backward()       # a second pass while the first waits here: it owns its marks and adjoints
         return (g,)
 
     y = E.custom(1.0, [x], rule) * 2.0
-    with pytest.raises(RuntimeError, match="inside a custom op"):
-        y.backward()
+    y.backward()
+    assert x.grad == 3.0 + 2.0
     x.grad = 0.0
     (x * x).backward()
     assert x.grad == 4.0
+
+
+def test_inspection_inside_a_custom_backward_leaves_the_running_pass_intact():
+    x = fg.Var(2.0)
+    u = x * 2.0
+
+    def rule(g):
+        fg.stats(u)
+        fg.graph_table(u)
+        assert list(E.grad(u, [x])) == [2.0]
+        assert fg.jvp(lambda t: t * u, (1.0,), (1.0,))[1] == 4.0
+        return (3.0 * g,)
+
+    y = E.custom(3.0 * u.data, [u], rule) + u * 5.0
+    y.backward()
+    assert x.grad == 16.0          # the review's case: 6.0 while inspection overwrote the visit marks
+    assert u.grad == 8.0
+
+
+def test_endless_nesting_of_backward_passes_is_a_clear_error_and_the_engine_recovers():
+    x = fg.Var(2.0)
+    holder = []
+
+    def rule(g):
+        holder[0].backward()       # the same graph again, from inside its own rule
+        return (g,)
+
+    holder.append(E.custom(1.0, [x], rule) * 2.0)
+    with pytest.raises(RuntimeError, match="graph walks at once"):
+        holder[0].backward()
+    holder.clear()
+    x.grad = 0.0
+    (x * x).backward()
+    assert x.grad == 4.0
+    assert all(not busy for busy in E._walks_busy())
 
 
 def test_a_custom_rule_that_grows_the_arena_mid_sweep_keeps_gradients_right():
@@ -204,3 +241,70 @@ def test_jvp_pushes_a_block_of_directions_in_one_sweep_like_one_at_a_time():
     outs = [xs[0] * xs[1], (xs[1] / xs[2]).tanh(), fg.dot(xs, xs), xs[2].exp()]
     block = [[rng.uniform(-1, 1) for _ in xs] for _ in range(5)]
     assert E.jvp(outs, xs, block) == [E.jvp(outs, xs, t) for t in block]
+
+
+# ---- a handle that was never given a node ----
+
+def _uses(v):
+    other = fg.Var(1.0)
+    return {
+        "data": lambda: v.data, "set data": lambda: setattr(v, "data", 5.0), "grad": lambda: v.grad,
+        "set grad": lambda: setattr(v, "grad", 1.0), "item": v.item, "detach": v.detach,
+        "backward": v.backward, "zero_grad": v.zero_grad, "is_leaf": lambda: v.is_leaf, "op": lambda: v.op,
+        "add": lambda: v + 1.0, "radd": lambda: 1.0 + v, "add var": lambda: other + v, "mul var": lambda: v * other,
+        "div": lambda: v / 2.0, "pow": lambda: v ** other, "neg": lambda: -v, "abs": lambda: abs(v),
+        "exp": v.exp, "fg.exp": lambda: fg.exp(v), "maximum": lambda: fg.maximum(v, 1.0),
+        "sum": lambda: fg.sum([other, v]), "dot": lambda: fg.dot([v], [other]), "float": lambda: float(v),
+        "bool": lambda: bool(v), "compare": lambda: v < 1.0, "format": lambda: f"{v:.2f}",
+        "pickle": lambda: pickle.dumps(v), "custom": lambda: E.custom(1.0, [v], lambda g: (g,)),
+        "grad()": lambda: E.grad(other * 2.0, [v]), "jvp": lambda: E.jvp([v], [other], [1.0]),
+        "param_index": lambda: E.param_index([v]), "stats": lambda: fg.stats(v),
+        "optimizer": lambda: fg.optim.SGD([v], lr=0.1),
+    }
+
+
+def test_an_uninitialised_var_raises_on_every_use_and_never_touches_memory():
+    v = fg.Var.__new__(fg.Var)
+    for name, use in _uses(v).items():
+        with pytest.raises(RuntimeError, match="never initialised"):
+            use()
+            pytest.fail(f"{name} did not raise")
+    assert "uninitialised" in repr(v)
+    del v
+    gc.collect()
+    (fg.Var(2.0) * 3.0).backward()      # the engine is intact
+
+
+def test_a_subclass_that_forgets_super_init_raises_instead_of_computing_garbage():
+    class Named(fg.Var):
+        def __init__(self, value, name):
+            self.name = name            # forgot super().__init__(value)
+
+    class Good(fg.Var):
+        def __init__(self, value, name):
+            super().__init__(value)
+            self.name = name
+
+    bad = Named(3.0, "w")
+    with pytest.raises(RuntimeError, match="Named was never initialised"):
+        (bad * 2.0).backward()
+    good = Good(3.0, "w")
+    (good * 2.0).backward()
+    assert good.grad == 2.0 and good.name == "w"
+
+
+def test_reinitialising_a_var_inside_its_own_backward_keeps_the_pass_intact():
+    x = fg.Var(2.0)
+    holder = []
+
+    def rule(g):
+        holder[0].__init__(7.0)        # drops the root's node while the pass is running on it
+        keep = [fg.Var(float(i)) for i in range(2 * E.memory_stats()["segment_size"])]  # recycle slots
+        assert len(keep) > 0
+        return (g * 3.0,)
+
+    y = E.custom(1.0, [x * 1.0], rule) * 2.0
+    holder.append(y)
+    y.backward()
+    assert x.grad == 6.0
+    assert y.data == 7.0 and y.is_leaf

@@ -49,6 +49,8 @@ def _apply(kind, a, b, c):
         return a + c
     if kind == "mulc":
         return a * c
+    if kind == "divc":
+        return a / c
     if kind == "rsubc":
         return c - a
     if kind == "rdivc":
@@ -88,8 +90,8 @@ def _apply(kind, a, b, c):
     raise AssertionError(kind)
 
 
-KINDS = ["add", "sub", "mul", "div", "pow", "addc", "mulc", "rsubc", "rdivc", "powc", "rpowc", "neg", "abs",
-         "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "max", "min", "sum", "dot"]
+KINDS = ["add", "sub", "mul", "div", "pow", "addc", "mulc", "divc", "rsubc", "rdivc", "powc", "rpowc", "neg",
+         "abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "max", "min", "sum", "dot"]
 
 
 GROWING = {"mul", "div", "pow", "powc", "rpowc", "exp", "sum", "dot", "rdivc", "mulc"}
@@ -541,7 +543,7 @@ def _make_op(op, args, k):
     b = args[1] if len(args) > 1 else None
     table = {
         "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
-        "pow": lambda: a ** b, "addc": lambda: a + k, "mulc": lambda: a * k, "rsubc": lambda: k - a,
+        "pow": lambda: a ** b, "addc": lambda: a + k, "mulc": lambda: a * k, "divc": lambda: a / k, "rsubc": lambda: k - a,
         "rdivc": lambda: k / a, "powc": lambda: a ** k, "rpowc": lambda: k ** a, "neg": lambda: -a,
         "abs": lambda: abs(a), "exp": lambda: a.exp(), "log": lambda: a.log(), "sqrt": lambda: a.sqrt(),
         "sin": lambda: a.sin(), "cos": lambda: a.cos(), "tanh": lambda: a.tanh(),

@@ -276,7 +276,7 @@ def test_op_names_follow_the_contract():
     Var = fastgrad.Var
     a, b = Var(1.0), Var(2.0)
     ops = {"leaf": a, "add": a + b, "sub": a - b, "mul": a * b, "div": a / b, "pow": a ** b, "addc": a + 2,
-           "mulc": a * 2, "rsubc": 2 - a, "rdivc": 2 / a, "powc": a ** 2, "rpowc": 2 ** a, "neg": -a,
+           "mulc": a * 2, "divc": a / 2, "rsubc": 2 - a, "rdivc": 2 / a, "powc": a ** 2, "rpowc": 2 ** a, "neg": -a,
            "abs": abs(a), "exp": a.exp(), "log": a.log(), "sqrt": a.sqrt(), "sin": a.sin(), "cos": a.cos(),
            "tanh": a.tanh(), "sigmoid": a.sigmoid(), "relu": a.relu(), "max": fastgrad.maximum(a, b),
            "min": fastgrad.minimum(a, b), "sum": fastgrad.sum([a, b]), "dot": fastgrad.dot([a], [b])}
@@ -314,3 +314,42 @@ def test_micrograd_more_ops(fg):
     assert g.data == approx(24.5 + 10 / 49, rel=1e-14)
     assert a.grad == approx(-20 * -2381 / 343, rel=1e-13)  # de/da = 3 - (12 b - 1)
     assert b.grad == approx(-93 * -2381 / 343, rel=1e-13)  # de/db = 4 - (12 (a + 3 b^2) + 1)
+
+
+# ---- forward values are bit-identical to the same expression on Python floats ----
+
+def _same_float(a, b):
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+
+
+def test_division_by_a_number_is_ieee_division(fg):
+    # x / k used to be x * (1/k): 0.3 / 0.1 gave 3.0, and a subnormal divisor overflowed to inf
+    assert (fg.Var(0.3) / 0.1).data == 0.3 / 0.1 == 2.9999999999999996
+    assert (fg.Var(1e-300) / 1e-310).data == 1e-300 / 1e-310
+    rng = np.random.default_rng(5)
+    xs = rng.standard_normal(2000) * 10.0 ** rng.integers(-5, 6, 2000)
+    ks = rng.standard_normal(2000) * 10.0 ** rng.integers(-5, 6, 2000)
+    for x, k in zip(xs.tolist(), ks.tolist()):
+        assert _same_float((fg.Var(x) / k).data, x / k), (x, k)
+    v = fg.Var(2.0)
+    (v / 4.0).backward()
+    assert v.grad == 0.25
+
+
+def test_division_by_zero_constant_follows_ieee(fg):
+    assert (fg.Var(1.0) / 0.0).data == math.inf
+    assert (fg.Var(-1.0) / 0.0).data == -math.inf
+    assert (fg.Var(1.0) / -0.0).data == -math.inf
+    assert math.isnan((fg.Var(0.0) / 0.0).data)
+
+
+def test_square_by_a_constant_matches_python_pow(fg):
+    # libm's pow(x, 2) differs from x * x in about 0.1% of cases; Python's x ** 2 calls pow
+    x = 0.11109723203201692
+    assert x ** 2 != x * x
+    assert (fg.Var(x) ** 2).data == x ** 2
+    rng = np.random.default_rng(6)
+    for x in (rng.standard_normal(3000) * 10.0 ** rng.integers(-8, 9, 3000)).tolist():
+        for k in (2, 3, -1, 0.5, -2):
+            assert _same_float((fg.Var(x) ** k).data, math.pow(x, k) if x > 0 or float(k).is_integer()
+                               else math.nan), (x, k)

@@ -16,6 +16,7 @@ cdef enum Op:
     OP_POW           # a ** b
     OP_ADDC          # a + k
     OP_MULC          # a * k
+    OP_DIVC          # a / k             (IEEE division, never a * (1/k))
     OP_RSUBC         # k - a
     OP_RDIVC         # k / a
     OP_POWC          # a ** k
@@ -48,6 +49,15 @@ ctypedef struct Segment:
     i64* arg         # operand node indices of this segment's n-ary nodes (CSR side array)
     bint live        # in the live list (else pooled)
 
+ctypedef struct Walk:
+    # The private state of one graph walk (a backward pass, a reverse sweep, a collection). A walk that can
+    # call back into Python (a custom op's rule), or that runs while another thread's walk is paused there,
+    # never shares these arrays: each running walk holds its own Walk until it ends.
+    u32* mark        # mark[i] == epoch: node i was reached by this walk
+    f64* adj         # adj[i]: adjoint of node i in this walk's reverse sweep (valid where mark[i] == epoch)
+    u32 epoch        # stamp of this walk (increases per use; marks are cleared once on wrap-around)
+    bint busy        # held by a running walk
+
 ctypedef struct Arena:
     intp nslot       # slots ever created
     intp cslot       # slot capacity; node arrays hold cslot * SEG_SIZE entries
@@ -57,20 +67,20 @@ ctypedef struct Arena:
     intp tail        # the live segment new nodes go to, -1 before the first node
     intp free_head   # first pooled slot, -1 when none
     i64 next_seq     # seq of the next activated segment
-    u32 epoch        # stamp of the current pass: mark[i] == epoch means visited in it
-    bint busy        # a reverse pass is running (re-entrant passes are refused)
+    intp nwalk       # Walk records allocated (each sized to the node capacity)
+    Walk* walk       # walk[k]: the k-th walk record, handed out by acquire_walk()
     Segment* seg     # seg[s]: the bookkeeping of slot s
     u8* op           # op[i]: op code of node i
-    u32* mark        # mark[i]: epoch of the last pass that reached node i
     u32* refc        # refc[i]: Var handles on node i + references from its consumers
     i64* p0          # p0[i]: first parent, or first arg slot of an n-ary node
     i64* p1          # p1[i]: second parent (-1 if none), or the arity of an n-ary node
     f64* value       # value[i]: forward value
     f64* aux         # aux[i]: constant operand k of the *C ops (a work-list link once i is freed)
-    f64* grad        # grad[i]: gradient (leaves accumulate; interior set fresh per pass)
+    f64* grad        # grad[i]: .grad (leaves accumulate; interior nodes: set by the last backward reaching them)
 
 cdef f64* value_ptr() noexcept
 cdef f64* grad_ptr() noexcept
+cdef bint live_leaf(i64 i) noexcept
 
 cdef class Var:
     cdef i64 idx

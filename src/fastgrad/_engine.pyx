@@ -1,6 +1,6 @@
 """The graph engine: typed node arrays in recycled segments, the sweeps over them, and the Var handle.
 
-Nodes live in one arena of struct-of-arrays (op, parents, value, aux, grad, mark), cut into fixed-size
+Nodes live in one arena of struct-of-arrays (op, parents, value, aux, grad, refc), cut into fixed-size
 segments. A node's index is ``slot << SEG_SHIFT | offset``. Live segments form a list in activation order,
 and a node is only ever created after its parents, so walking the live list backwards, each segment from its
 last node down, is a reverse topological order: backward needs no recursion, no sort and no hash set.
@@ -12,9 +12,11 @@ whose nodes are all freed goes back to a pool (the tail segment is reset in plac
 soon as no handle reaches it, with no reference cycles for the GC, and a warm training loop reuses pooled
 segments without allocating.
 
-Threads. The arena is interpreter-wide mutable state (node creation may ``realloc`` it), so every sweep runs
-with the GIL held, even though the sweep loops themselves touch no Python object (they are ``nogil``).
-Scratch buffers of the transform sweeps are allocated per call, never shared.
+Walks and threads. The arena is interpreter-wide mutable state (node creation may ``realloc`` it), so every
+sweep runs with the GIL held, even though the sweep loops themselves touch no Python object (they are
+``nogil``). Every walk (backward, a private reverse sweep, a collection) holds a walk record of its own: its
+visit marks and adjoints. A walk paused in a custom op's Python rule is therefore never disturbed by another
+walk, nested in that rule or run by another thread (docs/engine.md, "Walks").
 """
 cimport cython
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
@@ -32,7 +34,7 @@ import numpy as np
 from fastgrad._types cimport f64, i64, u8, u32, intp
 
 OP_NAMES = (
-    "leaf", "add", "sub", "mul", "div", "pow", "addc", "mulc", "rsubc", "rdivc", "powc", "rpowc",
+    "leaf", "add", "sub", "mul", "div", "pow", "addc", "mulc", "divc", "rsubc", "rdivc", "powc", "rpowc",
     "neg", "abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "max", "min",
     "sum", "dot", "custom",
 )
@@ -41,7 +43,9 @@ assert len(OP_NAMES) == N_OPS
 cdef Arena A
 A.tail = -1
 A.free_head = -1
-A.epoch = 0
+
+cdef enum:
+    MAX_WALKS = 64        # walks running at once (nested in custom rules, or paused in other threads)
 
 # custom-op callbacks: node index -> backward callable; dropped when the node is freed
 cdef dict _custom_fns = {}
@@ -65,19 +69,70 @@ cdef int checked_realloc(void** ptr, intp n, size_t size) except -1:
 cdef int grow_arena() except -1:
     """Double the slot capacity: the segment table and every node array."""
     cdef intp cslot = 4 if A.cslot == 0 else 2 * A.cslot
-    cdef intp n = cslot * SEG_SIZE
+    cdef intp n = cslot * SEG_SIZE, k
     # WARNING: every pointer into the node arrays is invalid after this; code keeps indices, never pointers.
     checked_realloc(<void**>&A.seg, cslot, sizeof(Segment))
     checked_realloc(<void**>&A.op, n, sizeof(u8))
-    checked_realloc(<void**>&A.mark, n, sizeof(u32))
     checked_realloc(<void**>&A.refc, n, sizeof(u32))
     checked_realloc(<void**>&A.p0, n, sizeof(i64))
     checked_realloc(<void**>&A.p1, n, sizeof(i64))
     checked_realloc(<void**>&A.value, n, sizeof(f64))
     checked_realloc(<void**>&A.aux, n, sizeof(f64))
     checked_realloc(<void**>&A.grad, n, sizeof(f64))
+    for k in range(A.nwalk):
+        size_walk(&A.walk[k], A.cslot * SEG_SIZE, n)
     A.cslot = cslot
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# walks: the private marks and adjoints of every running graph walk
+# ---------------------------------------------------------------------------------------------------
+
+cdef int size_walk(Walk* w, intp old_n, intp n) except -1:
+    """Resize a walk record's arrays from ``old_n`` to ``n`` entries; the new marks are 0 (never an epoch)."""
+    checked_realloc(<void**>&w.mark, n if n > 0 else 1, sizeof(u32))
+    if n > old_n:
+        memset(w.mark + old_n, 0, <size_t>(n - old_n) * sizeof(u32))
+    checked_realloc(<void**>&w.adj, n if n > 0 else 1, sizeof(f64))
+    return 0
+
+
+cdef intp acquire_walk() except -1:
+    """Hand out a free walk record (a new one when every record is held) with a fresh epoch; returns its
+    number. The caller releases it with ``release_walk`` when the walk ends, even on an exception.
+
+    WARNING: ``A.walk`` moves when a record is added, and a record's arrays move when the arena grows: code
+    that calls into Python keeps the number, never a pointer, and re-reads the arrays afterwards.
+    """
+    cdef intp k, n = A.cslot * SEG_SIZE
+    cdef Walk* w
+    for k in range(A.nwalk + 1):
+        if k == A.nwalk or not A.walk[k].busy:
+            break
+    if k == A.nwalk:
+        if k == MAX_WALKS:
+            raise RuntimeError(f"fastgrad: more than {MAX_WALKS} graph walks at once (backward passes nested "
+                               "in custom op rules, or paused in other threads)")
+        checked_realloc(<void**>&A.walk, k + 1, sizeof(Walk))
+        w = &A.walk[k]
+        w.mark = NULL
+        w.adj = NULL
+        w.epoch = 0
+        w.busy = False
+        size_walk(w, 0, n)
+        A.nwalk = k + 1
+    w = &A.walk[k]
+    w.busy = True
+    w.epoch += 1
+    if w.epoch == 0:       # wrap-around: clear every stale stamp once
+        memset(w.mark, 0, <size_t>n * sizeof(u32))
+        w.epoch = 1
+    return k
+
+
+cdef inline void release_walk(intp k) noexcept:
+    A.walk[k].busy = False
 
 
 cdef intp new_tail() except -1:
@@ -121,8 +176,9 @@ cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1:
     A.seg[s].fill += 1
     A.seg[s].alive += 1
     A.nalive += 1
+    # NOTE: no mark to reset: a recycled slot's stale stamps are older than every running walk's epoch
+    # (what a walk marks is reachable from its pinned roots, so it stays alive until the walk ends).
     A.op[i] = op
-    A.mark[i] = 0
     A.refc[i] = 0
     A.p0[i] = a
     A.p1[i] = b
@@ -252,16 +308,6 @@ cdef f64* grad_ptr() noexcept:
     return A.grad
 
 
-cdef u32 next_epoch() noexcept:
-    """A fresh stamp for a pass; on wrap-around every mark is cleared once."""
-    A.epoch += 1
-    if A.epoch == 0:
-        if A.mark != NULL:
-            memset(A.mark, 0, <size_t>A.cslot * SEG_SIZE * sizeof(u32))
-        A.epoch = 1
-    return A.epoch
-
-
 cdef inline i64 prev_index(i64 i) noexcept nogil:
     """The node created just before ``i`` among live segments, or -1."""
     if (i & SEG_MASK) != 0:
@@ -308,12 +354,16 @@ cdef f64 eval_op(u8 op, f64 a, f64 b, f64 k) noexcept nogil:
         return a + k
     elif op == OP_MULC:
         return a * k
+    elif op == OP_DIVC:
+        return a / k
     elif op == OP_RSUBC:
         return k - a
     elif op == OP_RDIVC:
         return k / a
     elif op == OP_POWC:
-        return a * a if k == 2 else cm.pow(a, k)     # squares skip libm's pow (both correctly rounded)
+        # NOTE: libm's pow even for squares: Python's x ** 2 calls pow, which differs from x * x in about
+        # 0.1% of cases (glibc's pow is not always correctly rounded), and values must match Python's.
+        return cm.pow(a, k)
     elif op == OP_RPOWC:
         return cm.pow(k, a)
     elif op == OP_NEG:
@@ -375,6 +425,8 @@ cdef inline void local_partials(i64 i, f64* d0, f64* d1) noexcept nogil:
         d0[0] = 1.0
     elif op == OP_MULC:
         d0[0] = k
+    elif op == OP_DIVC:
+        d0[0] = 1.0 / k
     elif op == OP_RSUBC:
         d0[0] = -1.0
     elif op == OP_RDIVC:
@@ -464,105 +516,122 @@ cdef void local_partials2(i64 i, f64* h00, f64* h01, f64* h11) noexcept nogil:
 # the reverse sweep (backward)
 # ---------------------------------------------------------------------------------------------------
 
-cdef inline void acc(i64 p, f64 c, f64* adj, u32 epoch, bint keep_leaves, intp* pending) noexcept nogil:
-    """Add ``c`` to the adjoint of ``p``: leaves accumulate (when ``keep_leaves``), any other node starts
-    fresh at its first contribution in this pass and is then pending."""
-    if keep_leaves and A.op[p] == OP_LEAF:
-        adj[p] += c
-    elif A.mark[p] == epoch:
+cdef inline void acc(i64 p, f64 c, const u8* op, f64* grad, u32* mark, f64* adj, u32 epoch,
+                     bint keep_leaves, intp* pending) noexcept nogil:
+    """Add ``c`` to the adjoint of ``p``: leaves accumulate into ``grad`` (when ``keep_leaves``); any other
+    node starts fresh in ``adj`` at its first contribution in this walk and is then pending."""
+    if keep_leaves and op[p] == OP_LEAF:
+        grad[p] += c
+    elif mark[p] == epoch:
         adj[p] += c
     else:
-        A.mark[p] = epoch
+        mark[p] = epoch
         adj[p] = c
         pending[0] += 1
 
 
-cdef i64 sweep_reverse(i64 i, f64* adj, u32 epoch, bint keep_leaves, intp* pending) noexcept nogil:
+cdef i64 sweep_reverse(i64 i, u32* mark, f64* adj, u32 epoch, bint keep_leaves,
+                       intp* pending_io) noexcept nogil:
     """Pull adjoints from node ``i`` downwards through every marked node, until none is pending.
 
-    Returns -1 when done, or the index of a custom node, whose Python rule the caller runs before resuming
-    at ``prev_index`` of it (the custom node is already counted off ``pending``).
+    With ``keep_leaves`` (``backward()``), each processed node's final adjoint is also published as its
+    ``.grad``. Returns -1 when done, or the index of a custom node, whose Python rule the caller runs before
+    resuming at ``prev_index`` of it (the custom node is already counted off ``pending``).
     """
+    # NOTE: the arena cannot move inside this loop (no Python runs), so its arrays are read into locals:
+    # the compiler then keeps them in registers instead of reloading the globals after every store.
+    cdef const u8* op = A.op
+    cdef const i64* p0 = A.p0
+    cdef const i64* p1 = A.p1
+    cdef const f64* value = A.value
+    cdef f64* grad = A.grad
+    cdef intp pending = pending_io[0]
     cdef i64 base, j, n, m
     cdef i64* arg
     cdef f64 g, d0, d1
-    cdef u8 op
+    cdef u8 o
     cdef intp s
     while i >= 0:
         base = i & ~(<i64>SEG_MASK)
         j = i
         while j >= base:
-            if A.mark[j] == epoch:
-                op = A.op[j]
-                pending[0] -= 1
-                if op == OP_CUSTOM:
-                    return j
+            if mark[j] == epoch:
+                o = op[j]
+                pending -= 1
                 g = adj[j]
-                if op == OP_SUM:
+                if keep_leaves:
+                    grad[j] = g
+                if o == OP_CUSTOM:
+                    pending_io[0] = pending
+                    return j
+                if o == OP_SUM:
                     arg = args_of(j)
-                    for m in range(A.p1[j]):
-                        acc(arg[m], g, adj, epoch, keep_leaves, pending)
-                elif op == OP_DOT:
+                    for m in range(p1[j]):
+                        acc(arg[m], g, op, grad, mark, adj, epoch, keep_leaves, &pending)
+                elif o == OP_DOT:
                     arg = args_of(j)
-                    n = A.p1[j]
+                    n = p1[j]
                     for m in range(n):
-                        acc(arg[2 * m], g * A.value[arg[2 * m + 1]], adj, epoch, keep_leaves, pending)
-                        acc(arg[2 * m + 1], g * A.value[arg[2 * m]], adj, epoch, keep_leaves, pending)
-                elif op != OP_LEAF:
+                        acc(arg[2 * m], g * value[arg[2 * m + 1]], op, grad, mark, adj, epoch, keep_leaves,
+                            &pending)
+                        acc(arg[2 * m + 1], g * value[arg[2 * m]], op, grad, mark, adj, epoch, keep_leaves,
+                            &pending)
+                elif o != OP_LEAF:
                     local_partials(j, &d0, &d1)
-                    acc(A.p0[j], g * d0, adj, epoch, keep_leaves, pending)
-                    if A.p1[j] >= 0:
-                        acc(A.p1[j], g * d1, adj, epoch, keep_leaves, pending)
-                if pending[0] == 0:
+                    acc(p0[j], g * d0, op, grad, mark, adj, epoch, keep_leaves, &pending)
+                    if p1[j] >= 0:
+                        acc(p1[j], g * d1, op, grad, mark, adj, epoch, keep_leaves, &pending)
+                if pending == 0:
+                    pending_io[0] = 0
                     return -1
             j -= 1
         s = A.seg[i >> SEG_SHIFT].prev
         i = -1 if s < 0 else (<i64>s << SEG_SHIFT) + A.seg[s].fill - 1
+    pending_io[0] = pending
     return -1
 
 
-cdef int run_custom(i64 j, f64* adj, u32 epoch, bint keep_leaves, intp* pending) except -1:
+cdef int run_custom(i64 j, intp wk, bint keep_leaves, intp* pending) except -1:
     """Run the Python reverse rule of custom node ``j`` and accumulate what it returns into its inputs."""
     fn = _custom_fns[j]
     cdef intp n = <intp>A.p1[j], m
-    grads = fn(adj[j])
-    grads = tuple(grads)
+    grads = tuple(fn(A.walk[wk].adj[j]))
     if len(grads) != n:
         raise ValueError(f"custom op backward returned {len(grads)} gradients for {n} inputs")
-    cdef f64 c
+    values = [as_float(c, "a custom op's gradient") for c in grads]
+    # the rule may have created nodes (arena and walk arrays moved) or started walks (A.walk moved)
+    cdef Walk* w = &A.walk[wk]
     for m in range(n):
-        c = float(grads[m])
-        acc(args_of(j)[m], c, A.grad if keep_leaves else adj, epoch, keep_leaves, pending)
+        acc(args_of(j)[m], <f64>values[m], A.op, A.grad, w.mark, w.adj, w.epoch, keep_leaves, pending)
     return 0
 
 
-cdef int reverse_pass(i64 out, f64 seed, f64* scratch, u32 epoch) except -1:
-    """Backpropagate ``seed`` from ``out``, marking with ``epoch``.
+cdef int reverse_pass(i64 out, f64 seed, intp wk, bint keep_leaves) except -1:
+    """Backpropagate ``seed`` from ``out`` with walk record ``wk`` (held by the caller).
 
-    ``scratch`` NULL: into the arena's ``grad`` (leaves accumulate: this is ``backward()``). Otherwise into
-    the private buffer ``scratch``, where every reached node, leaves included, starts fresh.
+    ``keep_leaves``: this is ``backward()``: leaves accumulate into ``.grad`` and every reached interior
+    node's ``.grad`` is set. Otherwise adjoints stay in the walk's ``adj``, where every reached node, leaves
+    included, starts fresh (``mark == epoch`` says which). The root is pinned for the whole pass, so what
+    it reaches stays alive even if a custom rule drops every handle on it.
     """
     cdef intp pending = 1
     cdef i64 j
-    cdef bint keep_leaves = scratch == NULL
-    # WARNING: a custom op's Python rule may create nodes and so realloc the arena: re-read A.grad after it.
-    cdef f64* adj = A.grad if keep_leaves else scratch
-    if A.busy:
-        raise RuntimeError("fastgrad: backward() cannot run inside a custom op's backward")
+    cdef Walk* w = &A.walk[wk]
     if keep_leaves and A.op[out] == OP_LEAF:
-        adj[out] += seed
+        A.grad[out] += seed
         return 0
-    A.mark[out] = epoch
-    adj[out] = seed
-    A.busy = True
+    w.mark[out] = w.epoch
+    w.adj[out] = seed
+    A.refc[out] += 1
     try:
-        j = sweep_reverse(out, adj, epoch, keep_leaves, &pending)
+        j = sweep_reverse(out, w.mark, w.adj, w.epoch, keep_leaves, &pending)
         while j >= 0:
-            run_custom(j, adj, epoch, keep_leaves, &pending)
-            adj = A.grad if keep_leaves else scratch
-            j = -1 if pending == 0 else sweep_reverse(prev_index(j), adj, epoch, keep_leaves, &pending)
+            run_custom(j, wk, keep_leaves, &pending)
+            w = &A.walk[wk]
+            j = -1 if pending == 0 else sweep_reverse(prev_index(j), w.mark, w.adj, w.epoch, keep_leaves,
+                                                      &pending)
     finally:
-        A.busy = False
+        drop(out)
     return 0
 
 
@@ -570,16 +639,15 @@ cdef int reverse_pass(i64 out, f64 seed, f64* scratch, u32 epoch) except -1:
 # transform sweeps: collect (reachability), tangents (forward mode), forward-over-reverse
 # ---------------------------------------------------------------------------------------------------
 
-cdef inline void visit(i64 p, u32 walk, intp* pending) noexcept nogil:
-    if A.mark[p] != walk:
-        A.mark[p] = walk
+cdef inline void visit(i64 p, u32* mark, u32 walk, intp* pending) noexcept nogil:
+    if mark[p] != walk:
+        mark[p] = walk
         pending[0] += 1
 
 
-cdef intp collect(const i64* out, intp nout, u32 walk, i64* order) except -1:
-    """Write every node the outputs depend on into ``order``, newest first; returns how many.
-
-    ``order`` must have room for every node of the live segments.
+cdef intp collect(const i64* out, intp nout, u32* mark, u32 walk, i64* order) except -1:
+    """Write every node the outputs depend on into ``order``, newest first, stamping each with ``walk`` in
+    ``mark``; returns how many. ``order`` must have room for every node of the live segments.
     """
     cdef intp pending = 0, n = 0, k, m
     cdef i64 i = -1, j, base
@@ -587,14 +655,14 @@ cdef intp collect(const i64* out, intp nout, u32 walk, i64* order) except -1:
     cdef u8 op
     cdef intp s
     for k in range(nout):
-        visit(out[k], walk, &pending)
+        visit(out[k], mark, walk, &pending)
         if i < 0 or newer(out[k], i):
             i = out[k]
     while i >= 0 and pending > 0:
         base = i & ~(<i64>SEG_MASK)
         j = i
         while j >= base and pending > 0:
-            if A.mark[j] == walk:
+            if mark[j] == walk:
                 pending -= 1
                 order[n] = j
                 n += 1
@@ -602,15 +670,29 @@ cdef intp collect(const i64* out, intp nout, u32 walk, i64* order) except -1:
                 if is_nary(op):
                     arg = args_of(j)
                     for m in range(nary_slots(j)):
-                        visit(arg[m], walk, &pending)
+                        visit(arg[m], mark, walk, &pending)
                 elif op != OP_LEAF:
-                    visit(A.p0[j], walk, &pending)
+                    visit(A.p0[j], mark, walk, &pending)
                     if A.p1[j] >= 0:
-                        visit(A.p1[j], walk, &pending)
+                        visit(A.p1[j], mark, walk, &pending)
             j -= 1
         s = A.seg[i >> SEG_SHIFT].prev
         i = -1 if s < 0 else (<i64>s << SEG_SHIFT) + A.seg[s].fill - 1
     return n
+
+
+cdef inline i64 idx_of(Var v) except -1:
+    """The node of handle ``v``; RuntimeError for a handle that was never given one (see ``unset``)."""
+    if v.idx < 0:
+        unset(v)
+    return v.idx
+
+
+cdef int unset(Var v) except -1:
+    raise RuntimeError(
+        f"this {type(v).__name__} was never initialised, so it has no node: it was made with "
+        f"{type(v).__name__}.__new__ without __init__, or by a subclass whose __init__ does not call "
+        "super().__init__(value)")
 
 
 cdef i64 dependent_custom(const i64* order, intp n, const i64* pos, u8* dep) noexcept nogil:
@@ -752,9 +834,15 @@ cdef class _Scratch:
     cdef f64* at        # at[pos*kd + r]: adjoint tangents
     cdef intp n         # collected nodes
     cdef intp kd        # tangent directions
-    cdef u32 walk       # stamp of the collected nodes
+    cdef intp wk        # the walk record holding the marks of the collected nodes (-1: none yet)
+    cdef u32 walk       # stamp of the collected nodes in it
+
+    def __cinit__(self):
+        self.wk = -1
 
     def __dealloc__(self):
+        if self.wk >= 0:
+            release_walk(self.wk)
         free(self.order)
         free(self.pos)
         free(self.T)
@@ -768,14 +856,14 @@ cdef class _Scratch:
 
     cdef intp position(self, object v) except -2:
         """Position of Var ``v`` in the compact buffers, or -1 when the outputs do not depend on it."""
-        cdef i64 j = (<Var>v).idx
-        return self.pos[j] if A.mark[j] == self.walk else -1
+        cdef i64 j = idx_of(<Var>v)
+        return self.pos[j] if A.walk[self.wk].mark[j] == self.walk else -1
 
 
 cdef i64 node_of(object v, str what) except -1:
     if not isinstance(v, Var):
         raise TypeError(f"{what} must be Var, got {type(v).__name__}")
-    return (<Var>v).idx
+    return idx_of(<Var>v)
 
 
 cdef _Scratch prepare(list outs, list ins, intp kd):
@@ -789,7 +877,8 @@ cdef _Scratch prepare(list outs, list ins, intp kd):
     cdef intp nout = len(outs), k, q
     cdef i64 j
     cdef u8* dep = NULL
-    sc.walk = next_epoch()
+    sc.wk = acquire_walk()
+    sc.walk = A.walk[sc.wk].epoch
     sc.kd = kd
     cdef i64* outidx = <i64*>malloc(max(nout, 1) * sizeof(i64))
     if outidx == NULL:
@@ -798,7 +887,7 @@ cdef _Scratch prepare(list outs, list ins, intp kd):
         for k in range(nout):
             outidx[k] = node_of(outs[k], "outputs")
         checked_realloc(<void**>&sc.order, A.nlive * SEG_SIZE, sizeof(i64))
-        sc.n = collect(outidx, nout, sc.walk, sc.order)
+        sc.n = collect(outidx, nout, A.walk[sc.wk].mark, sc.walk, sc.order)
     finally:
         free(outidx)
     checked_realloc(<void**>&sc.pos, A.cslot * SEG_SIZE, sizeof(i64))
@@ -885,20 +974,22 @@ def grad(out, ins, seed=1.0):
     afterwards, so a rule that ignores its gradient gives a wrong vjp that checks can catch."""
     ins = list(ins)
     cdef i64 o = node_of(out, "output"), j
-    cdef intp n = len(ins), k
-    cdef f64* adj = NULL
-    result = np.zeros(n)
-    checked_realloc(<void**>&adj, A.cslot * SEG_SIZE, sizeof(f64))
+    cdef intp n = len(ins), k, wk
+    cdef f64 c = as_float(seed, "grad seed")
+    cdef double[::1] result = np.zeros(n)
+    cdef i64[::1] idx = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        idx[k] = node_of(ins[k], "inputs")
+    wk = acquire_walk()
     try:
-        epoch = next_epoch()
-        reverse_pass(o, as_float(seed, "grad seed"), adj, epoch)
+        reverse_pass(o, c, wk, False)
         for k in range(n):
-            j = node_of(ins[k], "inputs")
-            if A.mark[j] == epoch:
-                result[k] = adj[j]
+            j = idx[k]
+            if A.walk[wk].mark[j] == A.walk[wk].epoch:
+                result[k] = A.walk[wk].adj[j]
     finally:
-        free(adj)
-    return result
+        release_walk(wk)
+    return result.base
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -977,11 +1068,11 @@ cdef inline i64 operand(object o, list keep, str fname) except -1:
     referenced by the node being built."""
     cdef Var v
     if type(o) is Var:
-        return (<Var>o).idx
+        return idx_of(<Var>o)
     v = constant_or_var(o, fname)
     if v is not o:
         keep.append(v)
-    return v.idx
+    return idx_of(v)
 
 
 cdef Var make_nary(u8 op, list first, list second):
@@ -1054,49 +1145,55 @@ cdef class Var:
     @property
     def data(self):
         """The forward value (float)."""
-        return A.value[self.idx]
+        return A.value[idx_of(self)]
 
     @data.setter
     def data(self, x):
         cdef f64 k
         if not as_real(x, &k):
             raise TypeError(f"data must be a real number, got {type(x).__name__}")
-        A.value[self.idx] = k
+        A.value[idx_of(self)] = k
 
     @property
     def grad(self):
         """The gradient from the last backward() (leaves: accumulated since the last zeroing)."""
-        return A.grad[self.idx]
+        return A.grad[idx_of(self)]
 
     @grad.setter
     def grad(self, x):
         cdef f64 k
         if not as_real(x, &k):
             raise TypeError(f"grad must be a real number, got {type(x).__name__}")
-        A.grad[self.idx] = k
+        A.grad[idx_of(self)] = k
 
     @property
     def is_leaf(self):
-        return A.op[self.idx] == OP_LEAF
+        return A.op[idx_of(self)] == OP_LEAF
 
     @property
     def op(self):
         """Name of the op that made this node ('leaf' for user-made values)."""
-        return OP_NAMES[A.op[self.idx]]
+        return OP_NAMES[A.op[idx_of(self)]]
 
     def item(self):
-        return A.value[self.idx]
+        return A.value[idx_of(self)]
 
     def detach(self):
         """A new leaf with the same value, outside the graph."""
-        return make_leaf(A.value[self.idx])
+        return make_leaf(A.value[idx_of(self)])
 
     def backward(self, gradient=1.0):
         """Backpropagate from this node: d self / d leaf is added to every leaf's ``.grad``."""
-        reverse_pass(self.idx, as_float(gradient, "backward() gradient"), NULL, next_epoch())
+        cdef f64 seed = as_float(gradient, "backward() gradient")
+        cdef i64 i = idx_of(self)
+        cdef intp wk = acquire_walk()
+        try:
+            reverse_pass(i, seed, wk, True)
+        finally:
+            release_walk(wk)
 
     def zero_grad(self):
-        A.grad[self.idx] = 0.0
+        A.grad[idx_of(self)] = 0.0
 
     def draw(self, path=None, **kwargs):
         """Render the graph of this value with Graphviz (needs the ``graph`` extra)."""
@@ -1107,58 +1204,58 @@ cdef class Var:
     def __add__(Var self, other):
         cdef f64 k
         if isinstance(other, Var):
-            return make(OP_ADD, self.idx, (<Var>other).idx, 0.0)
+            return make(OP_ADD, idx_of(self), idx_of(<Var>other), 0.0)
         if as_real(other, &k):
-            return make(OP_ADDC, self.idx, -1, k)
+            return make(OP_ADDC, idx_of(self), -1, k)
         return NotImplemented
 
     def __radd__(Var self, other):
         cdef f64 k
         if as_real(other, &k):
-            return make(OP_ADDC, self.idx, -1, k)
+            return make(OP_ADDC, idx_of(self), -1, k)
         return NotImplemented
 
     def __sub__(Var self, other):
         cdef f64 k
         if isinstance(other, Var):
-            return make(OP_SUB, self.idx, (<Var>other).idx, 0.0)
+            return make(OP_SUB, idx_of(self), idx_of(<Var>other), 0.0)
         if as_real(other, &k):
-            return make(OP_ADDC, self.idx, -1, -k)
+            return make(OP_ADDC, idx_of(self), -1, -k)
         return NotImplemented
 
     def __rsub__(Var self, other):
         cdef f64 k
         if as_real(other, &k):
-            return make(OP_RSUBC, self.idx, -1, k)
+            return make(OP_RSUBC, idx_of(self), -1, k)
         return NotImplemented
 
     def __mul__(Var self, other):
         cdef f64 k
         if isinstance(other, Var):
-            return make(OP_MUL, self.idx, (<Var>other).idx, 0.0)
+            return make(OP_MUL, idx_of(self), idx_of(<Var>other), 0.0)
         if as_real(other, &k):
-            return make(OP_MULC, self.idx, -1, k)
+            return make(OP_MULC, idx_of(self), -1, k)
         return NotImplemented
 
     def __rmul__(Var self, other):
         cdef f64 k
         if as_real(other, &k):
-            return make(OP_MULC, self.idx, -1, k)
+            return make(OP_MULC, idx_of(self), -1, k)
         return NotImplemented
 
     @cython.cdivision(True)
     def __truediv__(Var self, other):
         cdef f64 k
         if isinstance(other, Var):
-            return make(OP_DIV, self.idx, (<Var>other).idx, 0.0)
+            return make(OP_DIV, idx_of(self), idx_of(<Var>other), 0.0)
         if as_real(other, &k):
-            return make(OP_MULC, self.idx, -1, 1.0 / k)   # x / k = x * (1/k), as micrograd
+            return make(OP_DIVC, idx_of(self), -1, k)
         return NotImplemented
 
     def __rtruediv__(Var self, other):
         cdef f64 k
         if as_real(other, &k):
-            return make(OP_RDIVC, self.idx, -1, k)
+            return make(OP_RDIVC, idx_of(self), -1, k)
         return NotImplemented
 
     def __pow__(Var self, other, mod):
@@ -1166,9 +1263,9 @@ cdef class Var:
         if mod is not None:
             return NotImplemented
         if isinstance(other, Var):
-            return make(OP_POW, self.idx, (<Var>other).idx, 0.0)
+            return make(OP_POW, idx_of(self), idx_of(<Var>other), 0.0)
         if as_real(other, &k):
-            return make(OP_POWC, self.idx, -1, k)
+            return make(OP_POWC, idx_of(self), -1, k)
         return NotImplemented
 
     def __rpow__(Var self, other, mod):
@@ -1176,48 +1273,48 @@ cdef class Var:
         if mod is not None:
             return NotImplemented
         if as_real(other, &k):
-            return make(OP_RPOWC, self.idx, -1, k)
+            return make(OP_RPOWC, idx_of(self), -1, k)
         return NotImplemented
 
     # -- unary ----------------------------------------------------------------------------------------
     def __neg__(self):
-        return make(OP_NEG, self.idx, -1, 0.0)
+        return make(OP_NEG, idx_of(self), -1, 0.0)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return make(OP_ABS, self.idx, -1, 0.0)
+        return make(OP_ABS, idx_of(self), -1, 0.0)
 
     def exp(self):
-        return make(OP_EXP, self.idx, -1, 0.0)
+        return make(OP_EXP, idx_of(self), -1, 0.0)
 
     def log(self):
-        return make(OP_LOG, self.idx, -1, 0.0)
+        return make(OP_LOG, idx_of(self), -1, 0.0)
 
     def sqrt(self):
-        return make(OP_SQRT, self.idx, -1, 0.0)
+        return make(OP_SQRT, idx_of(self), -1, 0.0)
 
     def sin(self):
-        return make(OP_SIN, self.idx, -1, 0.0)
+        return make(OP_SIN, idx_of(self), -1, 0.0)
 
     def cos(self):
-        return make(OP_COS, self.idx, -1, 0.0)
+        return make(OP_COS, idx_of(self), -1, 0.0)
 
     def tanh(self):
-        return make(OP_TANH, self.idx, -1, 0.0)
+        return make(OP_TANH, idx_of(self), -1, 0.0)
 
     def sigmoid(self):
-        return make(OP_SIGMOID, self.idx, -1, 0.0)
+        return make(OP_SIGMOID, idx_of(self), -1, 0.0)
 
     def relu(self):
-        return make(OP_RELU, self.idx, -1, 0.0)
+        return make(OP_RELU, idx_of(self), -1, 0.0)
 
     # -- plain Python values: comparisons, conversions, hashing ------------------------------------------
     def __richcmp__(Var self, other, int opcode):
-        cdef f64 a = A.value[self.idx], b
+        cdef f64 a = A.value[idx_of(self)], b
         if isinstance(other, Var):
-            b = A.value[(<Var>other).idx]
+            b = A.value[idx_of(<Var>other)]
         elif not as_real(other, &b):
             return NotImplemented
         if opcode == 0:
@@ -1236,33 +1333,35 @@ cdef class Var:
         return object.__hash__(self)
 
     def __bool__(self):
-        return A.value[self.idx] != 0
+        return A.value[idx_of(self)] != 0
 
     def __float__(self):
-        return A.value[self.idx]
+        return A.value[idx_of(self)]
 
     def __int__(self):
-        return int(A.value[self.idx])
+        return int(A.value[idx_of(self)])
 
     def __format__(self, spec):
-        return format(A.value[self.idx], spec)
+        return format(A.value[idx_of(self)], spec)
 
     def __repr__(self):
+        if self.idx < 0:
+            return f"<uninitialised {type(self).__name__}>"
         return f"Var(data={A.value[self.idx]!r}, grad={A.grad[self.idx]!r})"
 
     def __reduce__(self):
-        if A.op[self.idx] != OP_LEAF:
+        if A.op[idx_of(self)] != OP_LEAF:
             raise TypeError("only leaf Vars can be pickled (its graph is not saved); "
                             "pickle v.detach() or float(v)")
-        return (_rebuild_leaf, (A.value[self.idx], A.grad[self.idx]))
+        return (_rebuild_leaf, (A.value[idx_of(self)], A.grad[idx_of(self)]))
 
     def __copy__(self):
         return self
 
     def __deepcopy__(self, memo):
-        if A.op[self.idx] != OP_LEAF:
+        if A.op[idx_of(self)] != OP_LEAF:
             raise TypeError("only leaf Vars can be deep-copied; use v.detach()")
-        return _rebuild_leaf(A.value[self.idx], A.grad[self.idx])
+        return _rebuild_leaf(A.value[idx_of(self)], A.grad[idx_of(self)])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1272,7 +1371,7 @@ cdef class Var:
 cdef object unary(u8 op, object x):
     cdef f64 k
     if isinstance(x, Var):
-        return make(op, (<Var>x).idx, -1, 0.0)
+        return make(op, idx_of(<Var>x), -1, 0.0)
     if as_real(x, &k):
         return eval_op(op, k, 0.0, 0.0)
     raise TypeError(f"{OP_NAMES[op]}: expected Var or a real number, got {type(x).__name__}")
@@ -1326,7 +1425,7 @@ cdef object extremum(u8 op, object a, object b):
             return eval_op(op, ka, kb, 0.0)
     cdef Var u = constant_or_var(a, OP_NAMES[op])
     cdef Var v = constant_or_var(b, OP_NAMES[op])
-    return make(op, u.idx, v.idx, 0.0)
+    return make(op, idx_of(u), idx_of(v), 0.0)
 
 
 def maximum(a, b):
@@ -1404,14 +1503,18 @@ def tape(y):
     """Every node ``y`` depends on, oldest first, ``y`` last: a list of
     (handle, op name, parent positions in this list, constant aux)."""
     cdef i64 o = node_of(y, "tape()"), j
-    cdef u32 walk = next_epoch()
     cdef i64* order = NULL
-    cdef intp n, q
+    cdef intp n, q, wk = -1
     checked_realloc(<void**>&order, A.nlive * SEG_SIZE, sizeof(i64))
     try:
-        n = collect(&o, 1, walk, order)
+        wk = acquire_walk()
+        n = collect(&o, 1, A.walk[wk].mark, A.walk[wk].epoch, order)
+        release_walk(wk)
+        wk = -1
         nodes = [order[q] for q in range(n - 1, -1, -1)]
     finally:
+        if wk >= 0:
+            release_walk(wk)
         free(order)
     position = {j: q for q, j in enumerate(nodes)}
     return [(handle(j), OP_NAMES[A.op[j]], tuple([position[p] for p in parents_of(j)]), A.aux[j])
@@ -1450,9 +1553,9 @@ def param_index(params):
     for k, p in enumerate(params):
         if not isinstance(p, Var):
             raise TypeError(f"parameters must be Var, got {type(p).__name__}")
-        if A.op[(<Var>p).idx] != OP_LEAF:
+        if A.op[idx_of(<Var>p)] != OP_LEAF:
             raise ValueError("can't optimize a non-leaf Var")
-        out[k] = (<Var>p).idx
+        out[k] = idx_of(<Var>p)
     return out
 
 
@@ -1465,10 +1568,16 @@ def memory_stats():
         "nodes_capacity": A.cslot * SEG_SIZE,
         "nodes_live_upper": A.nlive * SEG_SIZE,
         "nodes_alive": A.nalive,
+        "walk_records": A.nwalk,
     }
 
 
-cdef inline bint live_leaf(i64 i) noexcept:
+def _walks_busy():
+    """Debugging aid: for each walk record, whether a running walk holds it."""
+    return [bool(A.walk[k].busy) for k in range(A.nwalk)]
+
+
+cdef bint live_leaf(i64 i) noexcept:
     """Is ``i`` the index of a leaf node that is still referenced?"""
     return 0 <= i < A.cslot * SEG_SIZE and A.seg[i >> SEG_SHIFT].live and \
         (i & SEG_MASK) < A.seg[i >> SEG_SHIFT].fill and A.refc[i] > 0 and A.op[i] == OP_LEAF
