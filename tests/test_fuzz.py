@@ -484,12 +484,9 @@ def evaluate(module, program, point, backward=True):
     return Evaluation([v.data for v in nodes] + [out.data], [v.grad for v in nodes], scales)
 
 
-def gradient_scales(out, nodes):
-    """For each node of a reference graph: the sum over paths to `out` of |product of local derivatives|.
+def reference_graph(out):
+    """Every node of a reference graph that `out` depends on, oldest first.
 
-    A gradient is the sum of these products; the engine and the reference add them in different orders,
-    so they may differ by a few ulps of this scale (not of the result) where the terms cancel: e.g. at
-    v0 = 2**52 + 1, d/dv0 of dot([v0, v0], [v0, 1]) - v0 * v0 is exactly 1, the reference's order gives 2.
     NOTE: reads the reference's graph (`_prev`, `_partials`, `_order`): it is the project's own oracle.
     """
     seen, stack = {out}, [out]
@@ -498,12 +495,39 @@ def gradient_scales(out, nodes):
             if p not in seen:
                 seen.add(p)
                 stack.append(p)
+    return sorted(seen, key=lambda v: v._order)
+
+
+def adjoint_scales(out):
+    """For each node of a reference graph: the sum over paths to `out` of |product of local derivatives|.
+
+    A gradient is the sum of these products; the engine and the reference add them in different orders,
+    so they may differ by a few ulps of this scale (not of the result) where the terms cancel: e.g. at
+    v0 = 2**52 + 1, d/dv0 of dot([v0, v0], [v0, 1]) - v0 * v0 is exactly 1, the reference's order gives 2.
+    """
     scale = {out: 1.0}
-    for v in sorted(seen, key=lambda v: v._order, reverse=True):
+    for v in reversed(reference_graph(out)):
         m = scale.get(v, 0.0)
         if m:
             for p, d in zip(v._prev, v._partials):
                 scale[p] = scale.get(p, 0.0) + math.fabs(d) * m
+    return scale
+
+
+def tangent_scales(out, leaves, tangent):
+    """For each node of a reference graph: the sum over paths from the leaves of |tangent * product of local
+    derivatives|: how large forward mode's tangents may get."""
+    scale = {leaf: math.fabs(t) for leaf, t in zip(leaves, tangent)}
+    for v in reference_graph(out):
+        if v._prev:
+            scale[v] = sum(math.fabs(d) * scale.get(p, 0.0) for p, d in zip(v._prev, v._partials)
+                           if scale.get(p, 0.0))
+    return scale
+
+
+def gradient_scales(out, nodes):
+    """`adjoint_scales` of the given nodes (0 for a node `out` does not depend on)."""
+    scale = adjoint_scales(out)
     return [scale.get(v, 0.0) for v in nodes]
 
 
@@ -565,9 +589,10 @@ def check_against_reference(program, evaluator):
                 f"{program.source(point)}")
 
 
-def check_modes(program, backward, scales):
+def check_modes(program, backward):
     """Check 3 at the main point: fg.grad is backward's .grad, fg.jvp is the gradient dotted with the
-    tangent (where every value and gradient is finite; within 1e-9 of the terms' scale)."""
+    tangent, within 1e-9 of the scale of the terms: where every value and gradient is finite, and neither
+    mode's intermediate adjoints or tangents can overflow (IEEE overflow depends on the order)."""
     f = engine_function(program)
     point, n = list(program.main), program.n_leaves
     leaf_grads = backward.grads[:n]
@@ -576,9 +601,14 @@ def check_modes(program, backward, scales):
         f"fg.grad {grads} != .grad after backward {leaf_grads}\n{program.source()}")
     value, tangent_out = fg.jvp(f, (point,), (list(program.tangent),))
     assert same_value(value, backward.values[-1]), (value, backward.values[-1], program.source())
-    if all(map(math.isfinite, backward.values + backward.grads)):
+    if not all(map(math.isfinite, backward.values + backward.grads)):
+        return
+    nodes = build(reference, program, program.main)
+    out = reference.sum([nodes[i] for i in program.sinks])
+    adjoints, tangents = adjoint_scales(out), tangent_scales(out, nodes[:n], program.tangent)
+    scale = sum(adjoints.get(v, 0.0) * math.fabs(t) for v, t in zip(nodes, program.tangent))
+    if all(map(math.isfinite, [scale, *adjoints.values(), *tangents.values()])):
         dot = math.fsum(g * t for g, t in zip(leaf_grads, program.tangent))
-        scale = math.fsum(m * math.fabs(t) for m, t in zip(scales, program.tangent))
         assert close_gradient(tangent_out, dot, scale), (
             f"jvp {tangent_out!r} != grad . tangent {dot!r}\n{program.source()}")
         event("jvp compared")
@@ -588,8 +618,7 @@ def check_graph(program):
     """Checks 1-3."""
     for evaluator in EVALUATORS.items():
         check_against_reference(program, evaluator)
-    scales = evaluate(reference, program, program.main).scales
-    check_modes(program, evaluate(fg, program, program.main), scales)
+    check_modes(program, evaluate(fg, program, program.main))
 
 
 # op -> (the op on Vars, the same op on Python floats with math): DESIGN §3 says their values are
