@@ -668,9 +668,15 @@ def check_python_floats(program, xs):
 # Finite differences (smooth graphs)
 # ---------------------------------------------------------------------------------------------------------
 
+class Difference(NamedTuple):
+    estimate: np.ndarray    # d f / d x_j, extrapolated from central differences at steps h and h/2
+    error: np.ndarray       # |D(h) - D(h/2)|: bounds the extrapolation's error (O(h^4) against O(h^2))
+    points: list            # where f was evaluated
+
+
 def richardson(f, x, j, h):
-    """d f / d x_j by central differences at steps h and h/2, extrapolated (error O(h^4)); also the points
-    it evaluated. f maps a list of leaf values to a float or a NumPy array."""
+    """d f / d x_j by central differences (Richardson-extrapolated); f maps a list of leaf values to a
+    float or a NumPy array."""
     estimates, points = [], []
     for step in (h, h / 2):
         up, down = list(x), list(x)
@@ -678,7 +684,14 @@ def richardson(f, x, j, h):
         down[j] -= step
         estimates.append((np.asarray(f(up)) - np.asarray(f(down))) / (up[j] - down[j]))
         points += [up, down]
-    return (4.0 * estimates[1] - estimates[0]) / 3.0, points
+    coarse, fine = estimates
+    return Difference((4.0 * fine - coarse) / 3.0, np.abs(coarse - fine), points)
+
+
+def matches(exact, fd):
+    """Does a derivative match its central differences: within 1e-6 (relative, or absolute below 1) plus
+    the differences' own error?"""
+    return np.all(np.abs(exact - fd.estimate) <= 1e-6 * np.maximum(1.0, np.abs(exact)) + fd.error)
 
 
 def step_for(x):
@@ -733,15 +746,16 @@ def test_smooth_graphs_match_finite_differences(program):
     center = branches(program, values)
     for j in range(n):
         h = step_for(point[j])
-        fd, around = richardson(lambda xs: f(xs).data, point, j, h)
+        fd = richardson(lambda xs: f(xs).data, point, j, h)
         # the steps must stay on the same smooth piece of every kink (else the graph is not smooth enough)
-        assume(all(branches(program, values_at(program, p)) == center for p in around))
-        assert math.isclose(grads[j], fd, rel_tol=1e-6, abs_tol=1e-6), (
-            f"d out / d v{j}: engine {grads[j]!r}, central difference {fd!r}\n{program.source()}")
-        column, _ = richardson(lambda xs: np.array(fg.grad(f)(xs)), point, j, h)
-        assert np.allclose(H[:, j], column, rtol=1e-5, atol=1e-5), (
-            f"Hessian column {j}: fg.hessian {H[:, j]}, central differences of fg.grad {column}\n"
-            f"{program.source()}")
+        assume(all(branches(program, values_at(program, p)) == center for p in fd.points))
+        assert matches(grads[j], fd), (
+            f"d out / d v{j}: engine {grads[j]!r}, central difference {fd.estimate!r} (error <= {fd.error!r})"
+            f"\n{program.source()}")
+        column = richardson(lambda xs: np.array(fg.grad(f)(xs)), point, j, h)
+        assert matches(H[:, j], column), (
+            f"Hessian column {j}: fg.hessian {H[:, j]}, central differences of fg.grad {column.estimate} "
+            f"(error <= {column.error})\n{program.source()}")
     (hv,) = fg.hvp(f, (point,), (list(program.tangent),))
     want = H @ np.array(program.tangent)
     assert np.allclose(hv, want, rtol=1e-9, atol=1e-12), (
