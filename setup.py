@@ -1,10 +1,14 @@
 """Build the Cython extensions: every src/fastgrad/_*.pyx becomes fastgrad._*.
 
-Compiler directives live here and only here. FASTGRAD_DEBUG=1 turns the safety checks back on
-(bounds, wraparound, initialized memoryviews, Python division semantics) and adds line tracing.
+First the op-dependent sources are generated from the op table (src/fastgrad/codegen.py; never committed).
+Compiler directives live here and only here: no function overrides them. Division is always C division
+(IEEE: x / 0 is inf, never ZeroDivisionError), which is the library's semantics, not a speed switch.
+FASTGRAD_DEBUG=1 turns the safety checks back on (bounds, wraparound, initialized memoryviews), builds with
+-O0 -g, and makes the op-table switches abort on an op code the table does not know.
 """
 import glob
 import os
+import runpy
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -16,10 +20,12 @@ directives = {
     "boundscheck": DEBUG,
     "wraparound": DEBUG,
     "initializedcheck": DEBUG,
-    "cdivision": not DEBUG,
+    "cdivision": True,
     "infer_types": True,
     "embedsignature": True,
 }
+
+runpy.run_path(os.path.join("src", "fastgrad", "codegen.py"))["render"](debug=DEBUG)
 
 extensions = [
     Extension(

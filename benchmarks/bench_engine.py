@@ -2,14 +2,14 @@
 
     python benchmarks/bench_engine.py [--quick] [--json out.json]
 
-Prints a Markdown table of the workloads in fastgrad.benchmark; --json also writes the rows.
+Prints a Markdown table of the workloads in fastgrad.app.workloads; --json also writes the rows.
 """
 import argparse
 import json
 import platform
 import sys
 
-from fastgrad import benchmark
+from fastgrad.app import workloads as benchmark
 
 
 def main(argv=None):
@@ -21,6 +21,7 @@ def main(argv=None):
     print(benchmark.markdown_table(rows))
     mg = "micrograd " + ("installed" if benchmark.micrograd_value() else "not installed: its column is empty")
     print(f"\nPython {platform.python_version()} on {platform.machine()}; best of repeats; {mg}.")
+    print(f"GC policy: {benchmark.GC_POLICY}.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"python": platform.python_version(), "quick": args.quick, "rows": rows}, f, indent=1)

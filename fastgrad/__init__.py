@@ -1,20 +1,7 @@
 """fastgrad: automatic differentiation with a compiled graph engine, micrograd's and PyTorch's way."""
-from fastgrad._engine import (
-    Var,
-    abs,
-    cos,
-    dot,
-    exp,
-    log,
-    maximum,
-    minimum,
-    relu,
-    sigmoid,
-    sin,
-    sqrt,
-    sum,
-    tanh,
-)
+from fastgrad import _optable
+from fastgrad._engine import *  # noqa: F403  Var and the op table's functions (generated _engine.__all__)
+from fastgrad._engine import Var
 from fastgrad.custom import Function, custom_op
 from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradgradcheck
 from fastgrad.inspection import draw, graph_table, stats, to_dot
@@ -25,8 +12,7 @@ Value = Var  # micrograd code runs unchanged
 __version__ = "0.1.0"
 
 __all__ = [
-    "Var", "Value", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs",
-    "maximum", "minimum", "dot", "sum",
+    "Var", "Value", *_optable.PUBLIC_FUNCTIONS,
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "graph_table", "to_dot", "draw", "stats", "gradcheck", "gradgradcheck", "GradcheckError",
     "GradcheckResult", "custom_op", "Function",

@@ -1,6 +1,6 @@
 """`python -m fastgrad`: the same command as the `fastgrad` console script."""
 import sys
 
-from fastgrad.cli import main
+from fastgrad.app.cli import main
 
 sys.exit(main())

@@ -15,14 +15,13 @@ ops were applied while a transformed function ran (their nodes, so a sweep can f
 """
 from __future__ import annotations
 
-import math
 import numbers
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import fastgrad as fg
-from fastgrad import _engine
+from fastgrad import _engine, _optable
 
 Expr = Union[float, Any]  # float (a constant) or Var
 # one `_engine.tape` row: (handle, op name, parent positions, aux constant)
@@ -97,156 +96,13 @@ def is_zero(x: Expr) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# RULES: op name -> rule(args, out, aux) -> local partial d out / d args[k], one per parent (tape order).
-# args are the parent handles, out the node's own handle, aux its constant (k in the comments). The rules
-# reuse `out` where they can, as the engine does (d exp = out). Piecewise-constant derivatives (abs, relu,
-# max, min, and the engine's special cases at 0) are float constants chosen from the current values.
+# RULES: op name -> rule(args, out, aux) -> local partial d out / d args[k], one per parent (tape order),
+# read from the op table (fastgrad/_optable.py), which the engine's numeric switches are generated from. The
+# test suite checks the two against each other at random points, op by op.
 # ---------------------------------------------------------------------------------------------------------
 
-def _sign(x: float) -> float:
-    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
-
-
-# --- binary arithmetic
-def _add(args, out, k):  # a + b
-    return (1.0, 1.0)
-
-
-def _sub(args, out, k):  # a - b
-    return (1.0, -1.0)
-
-
-def _mul(args, out, k):  # a * b
-    return (args[1], args[0])
-
-
-def _div(args, out, k):  # a / b: (1/b, -a/b**2 = -out/b)
-    a, b = args
-    return (1.0 / b, -(out / b))
-
-
-def _pow(args, out, k):  # a ** b: (b * a**(b-1), out * log a); at a == 0 the engine's IEEE-safe values
-    a, b = args
-    if a.data == 0.0:
-        # NOTE: DESIGN §3: 0**y has gradient 0 in y; x**0 at x == 0 has gradient 0 in x.
-        return (0.0 if b.data == 0.0 else b * a ** (b - 1.0), 0.0)
-    return (b * a ** (b - 1.0), out * a.log())
-
-
-# --- ops with a constant operand k = aux
-def _addc(args, out, k):  # a + k
-    return (1.0,)
-
-
-def _mulc(args, out, k):  # a * k
-    return (k,)
-
-
-def _divc(args, out, k):  # a / k: 1/k
-    return (1.0 / k,)
-
-
-def _rsubc(args, out, k):  # k - a
-    return (-1.0,)
-
-
-def _rdivc(args, out, k):  # k / a: -k/a**2 = -out/a
-    return (-(out / args[0]),)
-
-
-def _powc(args, out, k):  # a ** k: k * a**(k-1)
-    a = args[0]
-    if k == 0.0:
-        return (0.0,)
-    if k == 1.0:
-        return (1.0,)
-    if k == 2.0:
-        return (a * 2.0,)
-    if k == -1.0:
-        return (-(out * out),)
-    return (a ** (k - 1.0) * k,)
-
-
-def _rpowc(args, out, k):  # k ** a: out * log k
-    if k == 0.0:
-        return (0.0,)  # NOTE: DESIGN §3: 0**y has gradient 0
-    return (scale(out, math.log(k) if k > 0 else math.nan),)
-
-
-# --- unary
-def _neg(args, out, k):  # -a
-    return (-1.0,)
-
-
-def _abs(args, out, k):  # |a|: sign(a), 0 at 0 (minimum-norm subgradient)
-    return (_sign(args[0].data),)
-
-
-def _exp(args, out, k):  # exp a
-    return (out,)
-
-
-def _log(args, out, k):  # log a: 1/a
-    return (1.0 / args[0],)
-
-
-def _sqrt(args, out, k):  # sqrt a: 0.5/out
-    return (0.5 / out,)
-
-
-def _sin(args, out, k):  # sin a: cos a
-    return (args[0].cos(),)
-
-
-def _cos(args, out, k):  # cos a: -sin a
-    return (-args[0].sin(),)
-
-
-def _tanh(args, out, k):  # tanh a: 1 - out**2
-    return (1.0 - out * out,)
-
-
-def _sigmoid(args, out, k):  # sigmoid a: out * (1 - out)
-    return (out * (1.0 - out),)
-
-
-def _relu(args, out, k):  # max(a, 0): 1 if a > 0 else 0 (0 at 0)
-    return (1.0 if args[0].data > 0 else 0.0,)
-
-
-# --- binary selections: ties split the gradient evenly
-def _max(args, out, k):  # max(a, b)
-    a, b = args[0].data, args[1].data
-    d = 1.0 if a > b else (0.0 if a < b else 0.5)
-    return (d, 1.0 - d)
-
-
-def _min(args, out, k):  # min(a, b)
-    a, b = args[0].data, args[1].data
-    d = 1.0 if a < b else (0.0 if a > b else 0.5)
-    return (d, 1.0 - d)
-
-
-# --- fused n-ary
-def _sum(args, out, k):  # a0 + a1 + ...
-    return (1.0,) * len(args)
-
-
-def _dot(args, out, k):  # w0*x0 + w1*x1 + ..., parents (w0, x0, w1, x1, ...)
-    partial: List[Expr] = []
-    for i in range(0, len(args), 2):
-        partial += [args[i + 1], args[i]]
-    return tuple(partial)
-
-
 RULES: Dict[str, Callable[[Sequence[Any], Any, float], Tuple[Expr, ...]]] = {
-    "add": _add, "sub": _sub, "mul": _mul, "div": _div, "pow": _pow,
-    "addc": _addc, "mulc": _mulc, "divc": _divc, "rsubc": _rsubc, "rdivc": _rdivc, "powc": _powc, "rpowc": _rpowc,
-    "neg": _neg, "abs": _abs, "exp": _exp, "log": _log, "sqrt": _sqrt, "sin": _sin, "cos": _cos,
-    "tanh": _tanh, "sigmoid": _sigmoid, "relu": _relu,
-    "max": _max, "min": _min,
-    "sum": _sum, "dot": _dot,
-}
+    op.name: op.rule for op in _optable.OPS if op.rule is not None}
 # 'leaf' has no parents; 'custom' is looked up per node (see `local_partials`).
 
 

@@ -81,10 +81,10 @@ class CustomOp:
             if isinstance(grads, (numbers.Real, fg.Var)) and n == 1:
                 grads = (grads,)
             try:
-                grads = tuple(float(x) for x in grads)
+                grads = tuple(float(x) if isinstance(x, fg.Var) else _engine.real(x) for x in grads)
             except TypeError:
-                raise TypeError(f"custom op {name!r}: backward must return a sequence of {n} numbers, "
-                                f"got {grads!r:.80}") from None
+                raise TypeError(f"custom op {name!r}: backward must return a sequence of {n} real numbers "
+                                f"(never strings), got {grads!r:.80}") from None
             if len(grads) != n:
                 raise ValueError(f"custom op {name!r}: backward returned {len(grads)} gradients "
                                  f"for {n} inputs")

@@ -105,6 +105,18 @@ def _point(f: Any, inputs: Any, eps: float, who: str) -> List[float]:
     return point
 
 
+def _start(f: Any, inputs: Any, eps: float, who: str) -> Tuple[List[float], List[float]]:
+    """The checked arguments: (the point, f's outputs there), failing where f is not finite there."""
+    point = _point(f, inputs, eps, who)
+    base = _evaluate(f, point, who)
+    m = len(base)
+    if m == 0:
+        raise ValueError(f"{who}: f returned no outputs")
+    _require_finite(who, point, base, [f"output {j}" if m > 1 else "f" for j in range(m)],
+                    [(None, j) for j in range(m)], "a derivative cannot be checked where f is not finite")
+    return point, base
+
+
 def _outputs(result: Any, who: str) -> List[Any]:
     """f's outputs, flat (numbers or Vars); TypeError for anything else."""
     outs = list(result) if isinstance(result, (tuple, list)) else [result]
@@ -223,14 +235,8 @@ def gradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-8, r
     derivative is nan or inf (mode 'nonfinite').
     """
     who = "gradcheck"
-    point = _point(f, inputs, eps, who)
-    n = len(point)
-    base = _evaluate(f, point, who)
-    m = len(base)
-    if m == 0:
-        raise ValueError(f"{who}: f returned no outputs")
-    _require_finite(who, point, base, [f"output {j}" if m > 1 else "f" for j in range(m)],
-                    [(None, j) for j in range(m)], "a derivative cannot be checked where f is not finite")
+    point, base = _start(f, inputs, eps, who)
+    n, m = len(point), len(base)
     trace = transforms._Trace(f, tuple(point), {}, None, False, who)  # one tape for every sweep below
 
     def where(i: Optional[int], j: Optional[int]) -> str:
@@ -343,14 +349,8 @@ def gradgradcheck(f: Callable, inputs: Any, eps: float = 1e-6, atol: float = 1e-
     be computed (a custom op in the way without a jvp rule). First derivatives are gradcheck's job.
     """
     who = "gradgradcheck"
-    point = _point(f, inputs, eps, who)
-    n = len(point)
-    base = _evaluate(f, point, who)
-    m = len(base)
-    if m == 0:
-        raise ValueError(f"{who}: f returned no outputs")
-    _require_finite(who, point, base, [f"output {j}" if m > 1 else "f" for j in range(m)],
-                    [(None, j) for j in range(m)], "a derivative cannot be checked where f is not finite")
+    point, base = _start(f, inputs, eps, who)
+    n, m = len(point), len(base)
     argnums = tuple(range(n))
 
     def gradient(s: Callable, at: Sequence[float]) -> List[float]:

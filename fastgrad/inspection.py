@@ -14,14 +14,14 @@ import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import fastgrad as fg
-from fastgrad import _engine, _symbolic
+from fastgrad import _engine, _optable, _symbolic
 
 __all__ = ["GraphRow", "GraphTable", "GraphStats", "graph_table", "to_dot", "draw", "stats"]
 
 Names = Optional[Dict[str, Any]]
 
-# Ops with a constant operand k (the node's aux), shown as op(parent, k=...).
-_CONST_OPS = {"addc", "mulc", "divc", "rsubc", "rdivc", "powc", "rpowc"}
+# Ops with a constant operand or a parameter k (the node's aux), shown as op(parent, k=...).
+_CONST_OPS = {op.name for op in _optable.OPS if op.form == _optable.CONST or op.param}
 
 
 class GraphRow(NamedTuple):
@@ -165,8 +165,7 @@ def graph_table(y: Any, names: Names = None) -> GraphTable:
 # Graphviz
 # ---------------------------------------------------------------------------------------------------------
 
-_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "neg": "neg", "sum": "sum",
-           "dot": "dot", "max": "max", "min": "min"}
+_SYMBOL = {op.name: op.symbol for op in _optable.OPS if op.symbol}
 
 
 def _escape(text: str) -> str:
@@ -240,9 +239,9 @@ def draw(y: Any, path: Union[None, str, "os.PathLike[str]"] = None, names: Names
 # Cost model (an estimate, in the spirit of Griewank's operation counts): every arithmetic operation,
 # comparison or elementary function evaluation (exp, sin, ...) counts as one flop. Forward: the node's own
 # evaluation. Backward: computing its local partials (below) plus a multiply and an add per parent edge.
-_FORWARD = {"leaf": 0, "custom": 1}
-_PARTIAL = {"div": 2, "divc": 1, "pow": 5, "rdivc": 2, "powc": 2, "rpowc": 1, "log": 1, "sqrt": 1, "sin": 1, "cos": 2,
-            "tanh": 2, "sigmoid": 2}
+# The per-op numbers are the op table's `flops` and `partial_flops`; n-ary ops count their terms.
+_FORWARD = {op.name: op.flops for op in _optable.OPS}
+_PARTIAL = {op.name: op.partial_flops for op in _optable.OPS}
 
 
 class GraphStats(NamedTuple):
@@ -275,14 +274,10 @@ def stats(y: Any) -> GraphStats:
         ops[op] = ops.get(op, 0) + 1
         n = len(parents)
         edges += n
-        if op in _FORWARD:
-            fwd += _FORWARD[op]
-        elif op == "sum":
-            fwd += max(n - 1, 0)
-        elif op == "dot":
-            fwd += max(n - 1, 0)  # n/2 products and n/2 - 1 additions
+        if op in ("sum", "dot"):
+            fwd += max(n - 1, 0)  # sum: n - 1 additions; dot: n/2 products and n/2 - 1 additions
         else:
-            fwd += 1
+            fwd += _FORWARD[op]
         if n:
             bwd += _PARTIAL.get(op, 0) + 2 * n
     ordered = dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -1,7 +1,7 @@
 """Pure-Python reference engine: fastgrad's scalar ``Var`` API written micrograd-style, numbers only.
 
 It is the oracle of the tests (every value and gradient of the compiled engine is compared with it) and the
-baseline of the benchmarks. It needs no NumPy and follows the shared semantics of DESIGN §3:
+baseline of the benchmarks. It needs no NumPy and follows the shared semantics of docs/semantics.md:
 
 - values and gradients are Python floats (float64);
 - leaf gradients accumulate across ``backward()`` calls until zeroed; interior gradients start from zero in
@@ -24,6 +24,7 @@ import numbers
 import operator
 
 __all__ = ["Var", "Value", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs",
+           "log1p", "expm1", "tan", "asin", "acos", "atan", "sinh", "cosh", "erf", "softplus", "leaky_relu",
            "maximum", "minimum", "dot", "sum"]
 
 inf, nan = math.inf, math.nan
@@ -75,6 +76,44 @@ def _cos(x):
     return math.cos(x) if math.isfinite(x) else nan
 
 
+def _tan(x):
+    return math.tan(x) if math.isfinite(x) else nan
+
+
+def _log1p(x):
+    """log(1 + x); -inf at x = -1, nan below (math.log1p raises)."""
+    return math.log1p(x) if x > -1 else -inf if x == -1 else nan
+
+
+def _expm1(x):
+    try:
+        return math.expm1(x)
+    except OverflowError:
+        return inf
+
+
+def _asin(x):
+    return math.asin(x) if -1 <= x <= 1 else nan
+
+
+def _acos(x):
+    return math.acos(x) if -1 <= x <= 1 else nan
+
+
+def _sinh(x):
+    try:
+        return math.sinh(x)
+    except OverflowError:
+        return math.copysign(inf, x)
+
+
+def _cosh(x):
+    try:
+        return math.cosh(x)
+    except OverflowError:
+        return inf
+
+
 def _sigmoid(x):
     """1 / (1 + e^-x), evaluated so that e^t never overflows."""
     if x >= 0:
@@ -86,10 +125,17 @@ def _sigmoid(x):
 # ---- operands ----
 
 def _number(x):
-    """float(x) for a real number (bool, int, float, NumPy scalar); None for anything else (never a str)."""
+    """float(x) for a real number (bool, int, float, NumPy scalar, anything else with ``__float__``); None
+    for anything else: strings are never parsed, complex numbers and arrays are not real numbers."""
     if type(x) is float:
         return x
-    return float(x) if isinstance(x, numbers.Real) else None
+    if isinstance(x, numbers.Real):
+        return float(x)
+    if isinstance(x, (str, bytes, bytearray, Var, numbers.Complex)) or not hasattr(type(x), "__float__"):
+        return None
+    if hasattr(x, "ndim") and (x.ndim != 0 or x.dtype.kind not in "biuf"):  # NumPy: 0-d real arrays only
+        return None
+    return float(x)
 
 
 def _lift(x):
@@ -201,6 +247,53 @@ class Var:
         x = self.data
         return Var(0.0 if x <= 0 else x, (self,), (1.0 if x > 0 else 0.0,), "relu")  # relu(nan) is nan
 
+    def log1p(self):
+        x = self.data
+        return Var(_log1p(x), (self,), (_div(1.0, 1.0 + x),), "log1p")
+
+    def expm1(self):
+        x = self.data
+        return Var(_expm1(x), (self,), (_exp(x),), "expm1")
+
+    def tan(self):
+        y = _tan(self.data)
+        return Var(y, (self,), (1.0 + y * y,), "tan")
+
+    def asin(self):
+        x = self.data
+        return Var(_asin(x), (self,), (_div(1.0, _sqrt(1.0 - x * x)),), "asin")
+
+    def acos(self):
+        x = self.data
+        return Var(_acos(x), (self,), (-_div(1.0, _sqrt(1.0 - x * x)),), "acos")
+
+    def atan(self):
+        x = self.data
+        return Var(math.atan(x), (self,), (1.0 / (1.0 + x * x),), "atan")
+
+    def sinh(self):
+        x = self.data
+        return Var(_sinh(x), (self,), (_cosh(x),), "sinh")
+
+    def cosh(self):
+        x = self.data
+        return Var(_cosh(x), (self,), (_sinh(x),), "cosh")
+
+    def erf(self):
+        x = self.data
+        return Var(math.erf(x), (self,), (2.0 / math.sqrt(math.pi) * _exp(-x * x),), "erf")
+
+    def softplus(self):  # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): never overflows
+        x = self.data
+        y = (x if x > 0 else 0.0) + math.log1p(_exp(-math.fabs(x)))
+        return Var(y, (self,), (_sigmoid(x),), "softplus")
+
+    def leaky_relu(self, negative_slope=0.01):  # its derivative at 0 is negative_slope
+        x, k = self.data, _number(negative_slope)
+        if k is None:
+            raise TypeError(f"negative_slope must be a real number, got {type(negative_slope).__name__}")
+        return Var(x if x > 0 or math.isnan(x) else k * x, (self,), (1.0 if x > 0 else k,), "leaky_relu")
+
     # ---- derived: built from the primitives ----
 
     __radd__ = __add__  # k + self
@@ -302,7 +395,15 @@ def _function(name, method):
 exp, log, sqrt, sin, cos, tanh, sigmoid, relu = (
     _function(name, getattr(Var, name))
     for name in ("exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu"))
+log1p, expm1, tan, asin, acos, atan, sinh, cosh, erf, softplus = (
+    _function(name, getattr(Var, name))
+    for name in ("log1p", "expm1", "tan", "asin", "acos", "atan", "sinh", "cosh", "erf", "softplus"))
 abs = _function("abs", Var.__abs__)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x if x > 0 else negative_slope * x: a Var node for a Var, a float for a real number."""
+    return x.leaky_relu(negative_slope) if isinstance(x, Var) else Var(x).leaky_relu(negative_slope).data
 
 
 def _operands(u, v):

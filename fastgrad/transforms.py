@@ -23,166 +23,18 @@ from __future__ import annotations
 import functools
 import numbers
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 import fastgrad as fg
 from fastgrad import _engine, _symbolic
+from fastgrad._pytree import LEAF, TreeDef, contains_var, flatten
 from fastgrad._symbolic import Expr
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "hessian", "hvp"]
 
 ArgNums = Union[int, Sequence[int]]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Trees: numbers and Vars are leaves; tuples (and namedtuples), lists, dicts and real NumPy arrays are nodes.
-# ---------------------------------------------------------------------------------------------------------
-
-def _is_number(x: Any) -> bool:
-    if isinstance(x, numbers.Real):
-        return True
-    return isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind in "biuf"
-
-
-class _TreeDef:
-    """The structure of a tree, without its leaves; `unflatten` puts leaves back in."""
-
-    __slots__ = ("kind", "meta", "children", "num_leaves")
-
-    def __init__(self, kind: str, meta: Any = None, children: Sequence["_TreeDef"] = ()):
-        self.kind = kind            # 'leaf', 'tuple', 'namedtuple', 'list', 'dict', 'array'
-        self.meta = meta            # namedtuple type, dict keys, or array shape
-        self.children = tuple(children)
-        self.num_leaves = 1 if kind == "leaf" else (
-            int(np.prod(meta)) if kind == "array" else sum(c.num_leaves for c in self.children))
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, _TreeDef) and self.kind == other.kind and self.meta == other.meta
-                and self.children == other.children)
-
-    def __hash__(self) -> int:
-        return hash((self.kind, str(self.meta), self.children))
-
-    def __repr__(self) -> str:
-        if self.kind == "leaf":
-            return "*"
-        if self.kind == "array":
-            return f"array{tuple(self.meta)}"
-        inner = ", ".join(map(repr, self.children))
-        if self.kind == "dict":
-            inner = ", ".join(f"{k!r}: {c!r}" for k, c in zip(self.meta, self.children))
-            return "{" + inner + "}"
-        if self.kind == "list":
-            return f"[{inner}]"
-        return f"({inner}{',' if len(self.children) == 1 else ''})"
-
-    def unflatten(self, leaves: Sequence[Any]) -> Any:
-        """Rebuild a tree of this structure from leaves (in flatten order)."""
-        return self._build(iter(leaves))
-
-    def _build(self, it: Any) -> Any:
-        if self.kind == "leaf":
-            return _py(next(it))
-        if self.kind == "array":
-            items = [_py(next(it)) for _ in range(self.num_leaves)]
-            return _as_array(items, tuple(self.meta))
-        built = [c._build(it) for c in self.children]
-        if self.kind == "tuple":
-            return tuple(built)
-        if self.kind == "namedtuple":
-            return self.meta(*built)
-        if self.kind == "list":
-            return built
-        return dict(zip(self.meta, built))
-
-
-def _py(x: Any) -> Any:
-    """NumPy float scalars become Python floats; everything else is kept."""
-    if isinstance(x, np.floating):
-        return float(x)
-    return x
-
-
-def _as_array(items: List[Any], shape: Tuple[int, ...]) -> np.ndarray:
-    """An array of `shape` from leaves; leaves that are float arrays (of one shape) add trailing axes."""
-    if all(isinstance(v, float) for v in items):
-        return np.array(items, dtype=np.float64).reshape(shape)
-    if items and all(isinstance(v, np.ndarray) and v.dtype != object for v in items) \
-            and len({v.shape for v in items}) == 1:
-        return np.stack(items).reshape(shape + items[0].shape)
-    out = np.empty(len(items), dtype=object)  # Vars (differentiable path) or nested structures
-    for i, v in enumerate(items):
-        out[i] = v
-    return out.reshape(shape)
-
-
-def _flatten(tree: Any, what: str) -> Tuple[List[Any], _TreeDef]:
-    """Leaves (numbers as floats, Vars as they are) and the structure of `tree`; TypeError otherwise."""
-    leaves: List[Any] = []
-    return leaves, _walk(tree, leaves, what)
-
-
-def _walk(x: Any, leaves: List[Any], what: str) -> _TreeDef:
-    """Append the leaves of `x` to `leaves` and return its structure.
-
-    NOTE: a module-level function, not a closure: a recursive closure is a reference cycle, which would
-    keep every traced graph alive until the cyclic GC runs.
-    """
-    if isinstance(x, fg.Var):
-        leaves.append(x)
-        return _LEAF
-    if _is_number(x):
-        leaves.append(float(x))
-        return _LEAF
-    if isinstance(x, tuple):
-        children = [_walk(c, leaves, what) for c in x]
-        if hasattr(x, "_fields"):
-            return _TreeDef("namedtuple", type(x), children)
-        return _TreeDef("tuple", None, children)
-    if isinstance(x, list):
-        return _TreeDef("list", None, [_walk(c, leaves, what) for c in x])
-    if isinstance(x, dict):
-        keys = sorted(x, key=repr)
-        return _TreeDef("dict", tuple(keys), [_walk(x[k], leaves, what) for k in keys])
-    if isinstance(x, np.ndarray):
-        if x.dtype.kind in "biuf":
-            leaves.extend(float(v) for v in x.ravel())
-            return _TreeDef("array", tuple(x.shape))
-        if x.dtype == object:
-            for v in x.ravel():
-                if not (isinstance(v, fg.Var) or _is_number(v)):
-                    raise TypeError(f"{what}: array element of type {type(v).__name__} is not a real number")
-                leaves.append(v if isinstance(v, fg.Var) else float(v))
-            return _TreeDef("array", tuple(x.shape))
-        raise TypeError(f"{what}: arrays of dtype {x.dtype} are not supported (real numbers only)")
-    if isinstance(x, numbers.Complex):
-        raise TypeError(f"{what}: complex numbers are not supported (got {x!r})")
-    raise TypeError(f"{what}: expected a real number, a Var, or a tuple/list/dict/array of them; "
-                    f"got {type(x).__name__} {x!r:.60}")
-
-
-_LEAF = _TreeDef("leaf")
-
-
-def _contains_var(objs: Sequence[Any]) -> bool:
-    """Is a Var anywhere in these objects or inside their lists, tuples, dicts or object arrays?"""
-    stack, seen = list(objs), set()
-    while stack:
-        x = stack.pop()
-        if isinstance(x, fg.Var):
-            return True
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, (list, tuple)):
-            stack.extend(x)
-        elif isinstance(x, dict):
-            stack.extend(x.values())
-        elif isinstance(x, np.ndarray) and x.dtype == object:
-            stack.extend(x.ravel().tolist())
-    return False
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -225,23 +77,23 @@ def _check_mode(mode: Any) -> str:
 
 
 def _scalar_output(trace: "_Trace", name: str) -> None:
-    if trace.out_def != _LEAF:
+    if trace.out_def != LEAF:
         raise TypeError(f"{name} requires a scalar-output function (a number or a Var), but it returned "
                         f"the structure {trace.out_def!r}")
 
 
-def _structure(tree_def: _TreeDef) -> str:
+def _structure(tree_def: TreeDef) -> str:
     """The tree structure with arrays as single leaves, as JAX compares them (shapes are checked apart)."""
     return re.sub(r"array\([^)]*\)", "array", repr(tree_def))
 
 
-def _check_pair(primals: Any, tangents: Any, name: str) -> Tuple[List[Any], _TreeDef]:
+def _check_pair(primals: Any, tangents: Any, name: str) -> Tuple[List[Any], TreeDef]:
     """Validate jvp-style (primals, tangents): both tuples/lists of the same structure and shapes."""
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TypeError(f"primal and tangent arguments to {name} must be tuples or lists; found "
                         f"{type(primals).__name__} and {type(tangents).__name__}.")
-    p_leaves, p_def = _flatten(tuple(primals), f"{name}: primal")
-    t_leaves, t_def = _flatten(tuple(tangents), f"{name}: tangent")
+    p_leaves, p_def = flatten(tuple(primals), f"{name}: primal")
+    t_leaves, t_def = flatten(tuple(tangents), f"{name}: tangent")
     if _structure(p_def) != _structure(t_def):
         raise TypeError(f"primal and tangent arguments to {name} must have the same tree structure; "
                         f"primals have tree structure {p_def!r} whereas tangents have tree structure "
@@ -280,9 +132,9 @@ class _Trace:
         if argnums is None:  # jvp, vjp, hvp: every positional argument is differentiated
             argnums, single = tuple(range(len(args))), False
         diff = args[argnums[0]] if single else tuple(args[i] for i in argnums)
-        self.in_leaves, self.in_def = _flatten(diff, f"{name}: argument")
+        self.in_leaves, self.in_def = flatten(diff, f"{name}: argument")
         others = [a for i, a in enumerate(args) if i not in argnums] + list(kwargs.values())
-        self.concrete_in = not _contains_var(self.in_leaves + others)
+        self.concrete_in = not contains_var(self.in_leaves + others)
         self.ins = [_fresh(v) for v in self.in_leaves]
         new_diff = self.in_def.unflatten(self.ins)
         call_args = list(args)
@@ -300,26 +152,22 @@ class _Trace:
                 raise TypeError(f"{name} with has_aux=True requires the function to return a pair "
                                 f"(output, aux), got {type(result).__name__}")
             result, self.aux = result
-        self.outs, self.out_def = _flatten(result, f"{name}: function output")
-        self._located: Optional[Tuple[list, List[int], List[Optional[int]], Dict[int, Any]]] = None
+        self.outs, self.out_def = flatten(result, f"{name}: function output")
+        self._located: Optional[Located] = None
         self.symbolic = not self.concrete_in
         if not self.symbolic and _symbolic.depth() > 0 and any(isinstance(o, fg.Var) for o in self.outs):
             # Nested in another transform: stay differentiable if the output reaches Vars made outside.
             self.symbolic = self._has_foreign_leaves()
-        # The C sweeps serve every concrete trace; forward mode falls back to the Python sweep (which uses
-        # custom ops' jvp rules) only when the engine reports a custom op that depends on the inputs.
-        self.fast_forward = not self.symbolic
 
     # --- where the inputs, outputs and custom ops sit on one tape (differentiable path and fallbacks)
-    def located(self) -> Tuple[list, List[int], List[Optional[int]], Dict[int, Any]]:
-        """(tape, input positions, output positions (None for constant outputs), custom calls by position)."""
+    def located(self) -> Located:
+        """The trace's outputs, inputs and custom-op nodes on one tape (made once, on first use)."""
         if self._located is None:
-            tape, out_pos, in_pos, custom = _locate(self.outs, self.ins, self.customs)
-            self._located = (tape, in_pos, out_pos, custom)
+            self._located = _locate(self.outs, self.ins, self.customs)
         return self._located
 
     def _has_foreign_leaves(self) -> bool:
-        tape = self.located()[0]
+        tape = self.located().tape
         leaves = [h for h, op, _, _ in tape if op == "leaf"]
         ours = set(_symbolic.leaf_indices(self.ins))
         return any(i not in ours for i in _symbolic.leaf_indices(leaves))
@@ -344,28 +192,28 @@ class _Trace:
                 return [float(g) for g in _engine.grad(o, self.ins, c)]
             node = fg.dot([c for c, _ in weighted], [o for _, o in weighted])
             return [float(g) for g in _engine.grad(node, self.ins)]
-        tape, in_pos, out_pos, custom = self.located()
+        loc = self.located()
         seeds: Dict[int, Expr] = {}
-        for c, p in zip(cotangents, out_pos):
+        for c, p in zip(cotangents, loc.outs):
             if p is not None:
                 seeds[p] = _symbolic.total([seeds.get(p, 0.0), c])
-        return _symbolic.reverse(tape, seeds, in_pos, custom)
+        return _symbolic.reverse(loc.tape, seeds, loc.ins, loc.custom)
 
     def jvp(self, tangents: Sequence[Any]) -> List[Expr]:
         """sum_i d out_j / d in_i * t_i for every output j."""
         symbolic = self.symbolic or any(isinstance(t, fg.Var) for t in tangents)
         var_outs = [o for o in self.outs if isinstance(o, fg.Var)]
-        if not symbolic and self.fast_forward:
+        if not symbolic:
             try:
                 swept = _engine.jvp(var_outs, self.ins, [float(t) for t in tangents]) if var_outs else []
                 sweep = iter(swept)
                 return [float(next(sweep)) if isinstance(o, fg.Var) else 0.0 for o in self.outs]
             except NotImplementedError:
                 pass  # a custom op depends on the inputs: the Python sweep below applies its jvp rule
-        tape, in_pos, out_pos, custom = self.located()
-        seeds = dict(zip(in_pos, tangents))
-        sweep = iter(_symbolic.forward(tape, seeds, [p for p in out_pos if p is not None], custom))
-        result = [next(sweep) if p is not None else 0.0 for p in out_pos]
+        loc = self.located()
+        sweep = iter(_symbolic.forward(loc.tape, dict(zip(loc.ins, tangents)),
+                                       [p for p in loc.outs if p is not None], loc.custom))
+        result = [next(sweep) if p is not None else 0.0 for p in loc.outs]
         return result if symbolic else [float(r) for r in result]
 
     def jacobian(self, mode: str) -> List[List[Expr]]:
@@ -376,7 +224,7 @@ class _Trace:
         if mode == "rev":
             return [self.vjp([1.0 if k == j else 0.0 for k in range(m)]) for j in range(m)]
         var_outs = [o for o in self.outs if isinstance(o, fg.Var)]
-        if self.fast_forward and var_outs:
+        if not self.symbolic and var_outs:
             try:  # every column in ONE tangent sweep (n directions at once)
                 swept = _engine.jvp(var_outs, self.ins, np.eye(n))
                 cols = []
@@ -396,7 +244,7 @@ class _Trace:
         symbolic = self.symbolic or any(isinstance(t, fg.Var) for v in directions for t in v)
         if not isinstance(out, fg.Var):
             return [[0.0] * n for _ in directions]
-        if not symbolic and self.fast_forward:
+        if not symbolic:
             V = np.array([[float(t) for t in v] for v in directions], dtype=np.float64).reshape(-1, n)
             try:
                 _, HV = _engine.hvp(out, self.ins, V)
@@ -404,29 +252,36 @@ class _Trace:
             except NotImplementedError:
                 pass  # a custom op depends on the inputs (see jvp above)
         # The gradient as graph nodes, then its derivative along each direction (a tangent sweep).
-        tape, in_pos, out_pos, custom = self.located()
-        grads = _symbolic.reverse(tape, {out_pos[0]: 1.0}, in_pos, custom)
-        g_tape, g_pos, g_in_pos, g_custom = _locate(grads, self.ins, self.customs)
-        wanted = [p for p in g_pos if p is not None]
+        loc = self.located()
+        grads = _symbolic.reverse(loc.tape, {loc.outs[0]: 1.0}, loc.ins, loc.custom)
+        g = _locate(grads, self.ins, self.customs)
+        wanted = [p for p in g.outs if p is not None]
         rows = []
         for v in directions:
-            sweep = iter(_symbolic.forward(g_tape, dict(zip(g_in_pos, v)), wanted, g_custom))
-            row = [next(sweep) if p is not None else 0.0 for p in g_pos]
+            sweep = iter(_symbolic.forward(g.tape, dict(zip(g.ins, v)), wanted, g.custom))
+            row = [next(sweep) if p is not None else 0.0 for p in g.outs]
             rows.append(row if symbolic else [float(h) for h in row])
         return rows
 
 
-def _locate(outs: Sequence[Any], ins: Sequence[Any], customs: Sequence[_symbolic.CustomCall]
-            ) -> Tuple[list, List[Optional[int]], List[int], Dict[int, Any]]:
-    """One tape with every Var output, input and custom-op node: (tape, out positions (None for constant
-    outputs), in positions, custom calls by position)."""
+class Located(NamedTuple):
+    """A trace's outputs, inputs and custom-op nodes found on one tape (for the Python sweeps)."""
+
+    tape: list                      # `_engine.tape` rows, oldest first
+    ins: List[int]                  # position of each input
+    outs: List[Optional[int]]       # position of each output (None for an output that is a constant)
+    custom: Dict[int, Any]          # the custom-op call (CustomCall) at each custom node's position
+
+
+def _locate(outs: Sequence[Any], ins: Sequence[Any], customs: Sequence[_symbolic.CustomCall]) -> Located:
+    """One tape holding every Var output, every input and every custom-op node."""
     var_outs = [o for o in outs if isinstance(o, fg.Var)]
     tape, pos = _symbolic.anchored_tape(var_outs + list(ins) + [c.node for c in customs])
     k, n = len(var_outs), len(ins)
     it = iter(pos[:k])
     out_pos = [next(it) if isinstance(o, fg.Var) else None for o in outs]
     custom = dict(zip(pos[k + n:], customs))
-    return tape, out_pos, pos[k:k + n], custom
+    return Located(tape, pos[k:k + n], out_pos, custom)
 
 
 def _finish(values: Sequence[Expr], symbolic: bool) -> List[Any]:
@@ -503,7 +358,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> Tuple[Any, ...]:
     trace = _Trace(fun, primals, {}, None, False, "vjp", has_aux)
 
     def vjp_fn(cotangent: Any) -> Tuple[Any, ...]:
-        leaves, ct_def = _flatten(cotangent, "vjp: cotangent")
+        leaves, ct_def = flatten(cotangent, "vjp: cotangent")
         if _structure(ct_def) != _structure(trace.out_def):
             raise TypeError(f"vjp: the cotangent must have the structure of the function output "
                             f"{trace.out_def!r}, got {ct_def!r}")

@@ -1,5 +1,6 @@
 """Shared test helpers: the implementations under test and numeric checks."""
 import math
+import operator
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 import pytest
 
 import fastgrad
-from fastgrad import reference
+from fastgrad import _optable, reference
 
 # `from conftest import ...` works under any --import-mode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,3 +44,40 @@ def run_python(code, timeout=120):
                           timeout=timeout, check=False)
     assert proc.returncode == 0, f"child failed with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
+
+
+def call(fg, op, args, k=1.5):
+    """Apply op-table row `op` to `args` through fastgrad's public API, as a user would: its operator
+    (`a + b`, `a + k`, `k - a`), its method (`a.exp()`, `a.leaky_relu(k)`), its dunder (`-a`) or its function
+    (`fg.maximum(a, b)`, `fg.sum(args)`). `k` is the constant of a constant-operand op or the parameter."""
+    name = op.name
+    if name == "sum":
+        return fg.sum(args)
+    if name == "dot":
+        return fg.dot(args[0::2], args[1::2])
+    if op.form == _optable.CONST:
+        for o in _optable.OPERATORS:
+            if o.var_const == name and o.const_sign > 0:
+                return getattr(operator, o.dunder)(args[0], k)
+            if o.const_var == name:
+                return getattr(operator, o.dunder)(k, args[0])
+        raise AssertionError(f"no operator makes {name}")
+    if op.form == _optable.BINARY:
+        for o in _optable.OPERATORS:
+            if o.var_var == name:
+                return getattr(operator, o.dunder)(args[0], args[1])
+        return getattr(fg, op.function)(args[0], args[1])
+    if op.method:
+        return getattr(args[0], op.method)(*([k] if op.param else []))
+    if op.dunder:
+        return getattr(operator, op.dunder.strip("_"))(args[0])
+    return getattr(fg, op.function)(args[0], *([k] if op.param else []))
+
+
+def n_operands(op):
+    """How many operands `call` takes for `op` (n-ary ops get a few)."""
+    return {"sum": 4, "dot": 6}.get(op.name, op.arity)
+
+
+# every op with derivatives (all but leaf and custom), in table order
+DIFFERENTIABLE = [op for op in _optable.OPS if op.name not in ("leaf", "custom")]

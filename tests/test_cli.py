@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import fastgrad
-from fastgrad import cli, demo
+from fastgrad.app import backends, bench, cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastgrad.__file__)))
 
@@ -59,13 +59,13 @@ def test_version(capsys):
 
 def test_bench_moons_only_writes_table_json_and_plot(tmp_path, monkeypatch, capsys):
     # the slow pure-Python implementations are swapped for a fast one: this tests the command, not speed
-    impls = demo.moons_step_implementations
+    impls = backends.moons_step_implementations
 
     def fast_only(*args):
-        chosen = [impl for impl in impls(*args) if impl[0].startswith("fastgrad")]
-        return chosen + [(demo.REFERENCE_NAME, chosen[1][1], 0)]
+        chosen = [impl for impl in impls(*args) if impl[2] == 0 and impl[0].startswith("fastgrad")]
+        return chosen + [(backends.REFERENCE_NAME, chosen[1][1], 0)]
 
-    monkeypatch.setattr(demo, "moons_step_implementations", fast_only)
+    monkeypatch.setattr(bench, "moons_step_implementations", fast_only)
     json_path = tmp_path / "bench.json"
     argv = ["bench", "--quick", "--only", "moons", "--json", str(json_path)]
     have_mpl = _importable("matplotlib")
@@ -73,7 +73,8 @@ def test_bench_moons_only_writes_table_json_and_plot(tmp_path, monkeypatch, caps
         argv += ["--plot", str(tmp_path / "bench.png")]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "| implementation | ms / step (median) | best |" in out
+    assert "GC policy, every engine, every table: cyclic GC on while timing" in out
+    assert "| implementation | graph nodes / step | steps timed | ms / step (median) | best |" in out
     assert "| fastgrad.nn (one fused call per layer) |" in out
     assert "target: fastgrad.nn (one fused call per layer) >= 250x" in out
     data = json.loads(json_path.read_text())
@@ -84,19 +85,23 @@ def test_bench_moons_only_writes_table_json_and_plot(tmp_path, monkeypatch, caps
 
 
 def test_bench_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
-    real_find_spec = cli.importlib.util.find_spec
-    monkeypatch.setattr(cli.importlib.util, "find_spec",
+    real_find_spec = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec",
                         lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
     assert cli.main(["bench", "--quick", "--plot", "x.png"]) == 2
     assert "needs matplotlib" in capsys.readouterr().err
 
 
 def test_markdown_table_of_moons_rows():
-    rows = [{"implementation": "a", "ms": 1.0, "best_ms": 0.5, "repeats": 3, "vs_reference": 100.0},
-            {"implementation": "micrograd", "ms": 50.0, "best_ms": 40.0, "repeats": 2, "vs_reference": 2.0}]
-    table = cli.moons_table(rows).splitlines()
-    assert table[0].endswith("speedup vs micrograd |")
-    assert table[2] == "| a | 1.000 | 0.500 | 3 | 100.0x | 50.0x |"
+    rows = [{"implementation": "a", "nodes": 7243, "ms": 1.0, "best_ms": 0.5, "repeats": 3,
+             "vs_reference": 100.0, "gc_off_ms": 0.8, "gc_off_vs_reference": 25.0},
+            {"implementation": "micrograd", "nodes": 65818, "ms": 50.0, "best_ms": 40.0, "repeats": 2,
+             "vs_reference": 2.0, "gc_off_ms": 8.0, "gc_off_vs_reference": 2.5}]
+    table = bench.moons_table(rows).splitlines()
+    assert table[0] == ("| implementation | graph nodes / step | steps timed | ms / step (median) | best "
+                        "| speedup vs reference.py | speedup vs micrograd | GC off: ms / step (median) "
+                        "| GC off: speedup vs reference.py | GC off: speedup vs micrograd |")
+    assert table[2] == "| a | 7,243 | 3 | 1.000 | 0.500 | 100.0x | 50.0x | 0.800 | 25.0x | 10.0x |"
 
 
 def test_console_script_is_installed():

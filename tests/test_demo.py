@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fastgrad
-from fastgrad import demo, reference
+from fastgrad import reference
+from fastgrad.app import backends, bench, demo
 from fastgrad.data import make_moons
 
 # ---- data ----
@@ -52,57 +53,75 @@ def test_make_moons_rejects_bad_arguments():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_micrograds_recipe_reaches_100_percent_in_100_steps(seed):
-    X, y = demo.moons(seed)
-    backend = demo.FusedBackend(demo.initial_weights(2, (16, 16), seed), X, y, steps=100)
+    X, y = backends.moons(seed)
+    backend = backends.FusedBackend(backends.initial_weights(2, (16, 16), seed), X, y, steps=100)
     result = demo.train(backend, 100, progress=False)
     assert result.first_perfect is not None
-    assert demo.accuracy(backend.predict(X), y) == 1.0
+    assert backends.accuracy(backend.predict(X), y) == 1.0
     assert result.losses[-1] < 0.05
 
 
 def test_adam_option_trains_too():
-    X, y = demo.moons(0)
-    weights = demo.initial_weights(2, (16, 16), 0)
-    backend = demo.FusedBackend(weights, X, y, 100, "adam", demo.DEFAULT_LR["adam"])
+    X, y = backends.moons(0)
+    weights = backends.initial_weights(2, (16, 16), 0)
+    backend = backends.FusedBackend(weights, X, y, 100, "adam", backends.DEFAULT_LR["adam"])
     demo.train(backend, 100, progress=False)
-    assert demo.accuracy(backend.predict(X), y) == 1.0
+    assert backends.accuracy(backend.predict(X), y) == 1.0
 
 
 def test_every_backend_computes_the_same_steps():
-    X, y = demo.moons(1)
-    weights = demo.initial_weights(2, (16, 16), 1)
+    X, y = backends.moons(1)
+    weights = backends.initial_weights(2, (16, 16), 1)
     steps = 3
-    backends = [
-        demo.FusedBackend(weights, X, y, steps),
-        demo.EngineBackend(fastgrad, weights, X, y, steps),
-        demo.EngineBackend(reference, weights, X, y, steps),
-        demo.ScalarBackend(weights, X, y, steps),
-        demo.ScalarBackend(weights, X, y, steps, Value=reference.Value, name="reference, micrograd-style"),
+    impls = [
+        backends.FusedBackend(weights, X, y, steps),
+        backends.EngineBackend(fastgrad, weights, X, y, steps),
+        backends.EngineBackend(reference, weights, X, y, steps),
+        backends.ScalarBackend(weights, X, y, steps),
+        backends.ScalarBackend(weights, X, y, steps, Value=reference.Value,
+                               name="reference, micrograd-style"),
     ]
     if importlib.util.find_spec("micrograd") is not None:
-        backends.append(demo.MicrogradBackend(weights, X, y, steps))
-    runs = [[b.step() for _ in range(steps)] for b in backends]
+        impls.append(backends.MicrogradBackend(weights, X, y, steps))
+    runs = [[b.step() for _ in range(steps)] for b in impls]
     for run in runs[1:]:
         assert [loss for loss, _ in run] == pytest.approx([loss for loss, _ in runs[0]], rel=1e-12, abs=1e-12)
         assert [acc for _, acc in run] == [acc for _, acc in runs[0]]
 
 
 def test_adam_backends_agree():
-    X, y = demo.moons(2)
-    weights = demo.initial_weights(2, (4,), 2)
-    fused = demo.FusedBackend(weights, X, y, 3, "adam", 0.05)
-    plain = demo.EngineBackend(reference, weights, X, y, 3, "adam", 0.05)
+    X, y = backends.moons(2)
+    weights = backends.initial_weights(2, (4,), 2)
+    fused = backends.FusedBackend(weights, X, y, 3, "adam", 0.05)
+    plain = backends.EngineBackend(reference, weights, X, y, 3, "adam", 0.05)
     expected = [plain.step()[0] for _ in range(3)]
     assert [fused.step()[0] for _ in range(3)] == pytest.approx(expected, rel=1e-12)
 
 
-def test_torch_backend_agrees_when_installed():
+# NOTE: both sides compute in float64 and differ only in summation order (a BLAS matmul per layer against one
+# fused dot per neuron, `mean` against `sum * (1/n)`): a few ulps per step. Over 100 steps on seeds 0-2 the
+# losses stayed within 7e-15 relative of each other, so 1e-12 leaves a 100-fold margin. Any real difference is
+# far above it: Adam's eps 1.1e-8 instead of 1e-8 moves the loss by 3e-7 at step 1, a missing lr schedule by
+# 6e-2 at step 2. Step 0 alone sees neither: its loss is computed before the first update.
+TORCH_RTOL = 1e-12
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_torch_backend_follows_fastgrads_trajectory(optimizer):
     pytest.importorskip("torch")
-    X, y = demo.moons(0)
-    weights = demo.initial_weights(2, (16, 16), 0)
-    torch_losses = [demo.TorchBackend(weights, X, y, 3).step()[0]]
-    fused_loss = demo.FusedBackend(weights, X, y, 3).step()[0]
-    assert torch_losses[0] == pytest.approx(fused_loss, rel=1e-12)
+    X, y = backends.moons(0)
+    weights = backends.initial_weights(2, (16, 16), 0)
+    steps, lr = 20, backends.DEFAULT_LR[optimizer]
+    fused = backends.FusedBackend(weights, X, y, steps, optimizer, lr)
+    torch_backend = backends.TorchBackend(weights, X, y, steps, optimizer, lr)
+    for k in range(steps):
+        (loss, acc), (torch_loss, torch_acc) = fused.step(), torch_backend.step()
+        assert torch_loss == pytest.approx(loss, rel=TORCH_RTOL), f"step {k}"
+        assert torch_acc == acc, f"step {k}"
+    weights_after = [p.data for p in fused.params]
+    torch_after = [v for W, b in zip(torch_backend.Ws, torch_backend.bs)
+                   for row, bias in zip(W.tolist(), b.tolist()) for v in (*row, bias)]
+    assert torch_after == pytest.approx(weights_after, rel=TORCH_RTOL, abs=1e-14)
 
 
 # ---- the command ----
@@ -169,14 +188,44 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys, tmp_path)
 
 
 def test_bench_moons_step_rows(monkeypatch):
-    fast = [impl for impl in demo.moons_step_implementations(*_small()) if impl[2] == 0][:1]
-    monkeypatch.setattr(demo, "moons_step_implementations",
-                        lambda *a: fast + [(demo.REFERENCE_NAME, fast[0][1], 0)])
-    rows = demo.bench_moons_step(quick=True)
-    assert [r["implementation"] for r in rows] == [fast[0][0], demo.REFERENCE_NAME]
-    assert all(r["ms"] > 0 and r["vs_reference"] > 0 for r in rows)
+    fast = [impl for impl in backends.moons_step_implementations(*_small()) if impl[2] == 0][:1]
+    monkeypatch.setattr(bench, "moons_step_implementations",
+                        lambda *a: fast + [(backends.REFERENCE_NAME, fast[0][1], 0)])
+    rows = bench.bench_moons_step(quick=True)
+    assert [r["implementation"] for r in rows] == [fast[0][0], backends.REFERENCE_NAME]
+    assert all(r[key] > 0 for r in rows for key in ("ms", "vs_reference", "gc_off_ms", "gc_off_vs_reference"))
+    assert rows[0]["nodes"] == rows[1]["nodes"] > 0
+
+
+def test_step_graph_nodes_counts_each_engines_own_graph():
+    X, y = backends.moons(0)
+    weights = backends.initial_weights(2, (4,), 0)
+    fused_loss = backends.FusedBackend(weights, X[:3], y[:3], 1).train_step()[0]
+    ref_loss = backends.EngineBackend(reference, weights, X[:3], y[:3], 1).train_step()[0]
+    assert backends.step_graph_nodes(ref_loss) == reference_nodes(ref_loss)
+    assert backends.step_graph_nodes(fused_loss) < backends.step_graph_nodes(ref_loss)
+
+
+def test_step_graph_nodes_of_torch_are_its_autograd_nodes():
+    torch = pytest.importorskip("torch")
+    w = torch.ones(3, requires_grad=True)
+    loss = (w * 2.0).relu().sum()  # MulBackward, ReluBackward, SumBackward and w's AccumulateGrad
+    assert backends.step_graph_nodes(loss) == 4
+
+
+def reference_nodes(out):
+    """The reference graph's nodes, walked recursively (small graphs only)."""
+    seen = set()
+
+    def visit(v):
+        if id(v) not in seen:
+            seen.add(id(v))
+            for p in v._prev:
+                visit(p)
+    visit(out)
+    return len(seen)
 
 
 def _small():
-    X, y = demo.moons(0)
-    return demo.initial_weights(2, (16, 16), 0), X, y, 100
+    X, y = backends.moons(0)
+    return backends.initial_weights(2, (16, 16), 0), X, y, 100

@@ -9,21 +9,21 @@ import pytest
 
 import fastgrad as fg
 from fastgrad import _engine as E
+from fastgrad._nn import affine
 
 
 def _layer(nin, nout, seed):
     rng = random.Random(seed)
     W = [[fg.Var(rng.uniform(-1, 1)) for _ in range(nin)] for _ in range(nout)]
     b = [fg.Var(rng.uniform(-1, 1)) for _ in range(nout)]
-    Wi = E.param_index([w for row in W for w in row]).reshape(nout, nin)
-    return W, b, Wi, E.param_index(b)
+    return W, b
 
 
 @pytest.mark.parametrize("activation", [None, "linear", "relu", "tanh", "sigmoid"])
 def test_affine_matches_dot_plus_bias(activation):
-    W, b, Wi, bi = _layer(3, 5, seed=1)
+    W, b = _layer(3, 5, seed=1)
     xs = [fg.Var(0.3), 0.7, fg.Var(-1.2)]
-    out = E.affine(Wi, bi, xs, activation)
+    out = affine(W, b, xs, activation)
     act = {None: lambda v: v, "linear": lambda v: v, "relu": fg.relu, "tanh": fg.tanh,
            "sigmoid": fg.sigmoid}[activation]
     ref = [act(fg.dot(W[r], xs) + b[r]) for r in range(5)]
@@ -38,22 +38,32 @@ def test_affine_matches_dot_plus_bias(activation):
 
 
 def test_affine_validates_its_input():
-    W, b, Wi, bi = _layer(2, 3, seed=2)   # W and b must stay alive: Wi and bi only index them
-    with pytest.raises(ValueError, match="expected 2 inputs"):
-        E.affine(Wi, bi, [1.0], "relu")
+    W, b = _layer(2, 3, seed=2)
+    with pytest.raises(ValueError, match="weight row 0 has 2 entries, expected 1"):
+        affine(W, b, [1.0], "relu")
     with pytest.raises(ValueError, match="unknown activation"):
-        E.affine(Wi, bi, [1.0, 2.0], "gelu")
-    with pytest.raises(ValueError, match="biases"):
-        E.affine(Wi, bi[:2], [1.0, 2.0])
-    with pytest.raises(ValueError, match="not a live leaf"):
-        E.affine(np.full((3, 2), -5, dtype=np.int64), bi, [1.0, 2.0])
-    dead = fg.Var(1.0)
-    dead_index = E.param_index([dead])[0]
-    del dead
-    with pytest.raises(ValueError, match="not a live leaf"):
-        E.affine(np.full((3, 2), dead_index, dtype=np.int64), bi, [1.0, 2.0])
+        affine(W, b, [1.0, 2.0], "gelu")
+    with pytest.raises(ValueError, match="the bias has 2 entries, expected 3"):
+        affine(W, b[:2], [1.0, 2.0])
+    with pytest.raises(TypeError, match="expected leaf Vars"):
+        affine([[1.0, 2.0]] + W[1:], b, [1.0, 2.0])
+    with pytest.raises(ValueError, match="not a leaf"):
+        affine([[W[0][0] * 2.0, W[0][1]]] + W[1:], b, [1.0, 2.0])
+    with pytest.raises(RuntimeError, match="never initialised"):
+        affine(W, [fg.Var.__new__(fg.Var)] + b[1:], [1.0, 2.0])
     with pytest.raises(TypeError):
-        E.affine(Wi, bi, ["a", 2.0])
+        affine(W, b, ["a", 2.0])
+    assert len(affine(W, None, [1.0, 2.0])) == 3
+
+
+def test_affine_uses_the_vars_its_lists_hold_now():
+    W, b = _layer(2, 1, seed=3)
+    assert affine(W, b, [1.0, 1.0])[0].data == W[0][0].data + W[0][1].data + b[0].data
+    W[0][0] = fg.Var(100.0)          # item assignment: no cache can hide it
+    y = affine(W, b, [1.0, 1.0])[0]
+    assert y.data == 100.0 + W[0][1].data + b[0].data
+    y.backward()
+    assert W[0][0].grad == 1.0
 
 
 def test_dropped_graphs_return_their_segments_to_the_pool():
@@ -191,8 +201,7 @@ def test_nary_nodes_hold_no_stray_references():
         x = fg.sum([(c * float(i) - 1.0) ** 2 for i in range(n)])
         y = fg.dot([c] * n, [float(i) for i in range(n)])
         z = E.custom(1.0, [c] * n, lambda g, n=n: (g,) * n)
-        Wi = E.param_index([w] * n).reshape(n, 1)
-        layer = E.affine(Wi, E.param_index([w] * n), [c], "relu")
+        layer = affine([[w]] * n, [w] * n, [c], "relu")
         del x, y, z, layer
     assert E._alive_nodes() == before
 
@@ -251,7 +260,8 @@ def _uses(v):
         "data": lambda: v.data, "set data": lambda: setattr(v, "data", 5.0), "grad": lambda: v.grad,
         "set grad": lambda: setattr(v, "grad", 1.0), "item": v.item, "detach": v.detach,
         "backward": v.backward, "zero_grad": v.zero_grad, "is_leaf": lambda: v.is_leaf, "op": lambda: v.op,
-        "add": lambda: v + 1.0, "radd": lambda: 1.0 + v, "add var": lambda: other + v, "mul var": lambda: v * other,
+        "add": lambda: v + 1.0, "radd": lambda: 1.0 + v, "add var": lambda: other + v,
+        "mul var": lambda: v * other,
         "div": lambda: v / 2.0, "pow": lambda: v ** other, "neg": lambda: -v, "abs": lambda: abs(v),
         "exp": v.exp, "fg.exp": lambda: fg.exp(v), "maximum": lambda: fg.maximum(v, 1.0),
         "sum": lambda: fg.sum([other, v]), "dot": lambda: fg.dot([v], [other]), "float": lambda: float(v),

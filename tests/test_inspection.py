@@ -1,5 +1,6 @@
 """Graph inspection: graph_table, to_dot, draw (optional graphviz), stats."""
 import math
+import pathlib
 import sys
 import types
 
@@ -130,7 +131,7 @@ def test_draw_without_graphviz_says_how_to_install(monkeypatch, tmp_path):
         y.draw(str(tmp_path / "g.svg"))   # the Var method binds fastgrad.inspection.draw
     # .dot needs no graphviz
     out = y.draw(str(tmp_path / "g.dot"))
-    assert open(out).read() == to_dot(y)
+    assert pathlib.Path(out).read_text() == to_dot(y)
 
 
 def test_draw_renders_through_graphviz_when_installed(monkeypatch, tmp_path):
@@ -150,7 +151,7 @@ def test_draw_renders_through_graphviz_when_installed(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "graphviz", fake)
     y = fg.Var(2.0).exp()
     path = y.draw(str(tmp_path / "g.svg"))
-    assert calls == ["svg"] and open(path, "rb").read().startswith(b"<svg>digraph")
+    assert calls == ["svg"] and pathlib.Path(path).read_bytes().startswith(b"<svg>digraph")
     assert isinstance(draw(y), Source)           # no path: a Source object (Jupyter displays it)
     with pytest.raises(ValueError, match="suffix"):
         draw(y, tmp_path / "noext")

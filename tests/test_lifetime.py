@@ -1,4 +1,7 @@
-"""Graph lifetime: deep graphs, freeing without the cyclic GC, flat memory in training loops (DESIGN §2)."""
+"""Graph lifetime: deep graphs, freeing without the cyclic GC, flat memory in training loops.
+
+docs/semantics.md, 5.
+"""
 import gc
 import math
 import weakref

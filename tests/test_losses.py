@@ -201,3 +201,31 @@ def test_activation_functions():
     assert [v.data for v in F.relu([-1.0, 2.0])] == [0.0, 2.0]
     assert F.tanh(fastgrad.Var(0.5)).data == pytest.approx(math.tanh(0.5))
     assert F.sigmoid(1000.0).data == 1.0 and F.sigmoid(-1000.0).data == 0.0
+
+
+def _same(xs, ys):
+    return all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(xs, ys)) and len(xs) == len(ys)
+
+
+INF, NAN = math.inf, math.nan
+
+
+@pytest.mark.parametrize("logits, soft, log_soft", [
+    ([INF, 1.0], [NAN, NAN], [NAN, NAN]),             # PyTorch and JAX: inf - inf is nan everywhere
+    ([-INF, 1.0], [0.0, 1.0], [-INF, 0.0]),
+    ([-INF, -INF], [NAN, NAN], [NAN, NAN]),
+    ([NAN, 1.0], [NAN, NAN], [NAN, NAN]),
+    ([1.0, NAN], [NAN, NAN], [NAN, NAN]),
+    ([1000.0, 0.0], [1.0, 0.0], [0.0, -1000.0]),
+])
+def test_softmax_of_infinite_and_nan_logits_follows_pytorch(logits, soft, log_soft):
+    assert _same([v.data for v in F.softmax(logits)], soft)
+    assert _same([v.data for v in F.log_softmax(logits)], log_soft)
+
+
+def test_softmax_edge_cases_agree_with_torch_when_installed():
+    torch = pytest.importorskip("torch")
+    for logits in ([INF, 1.0], [-INF, 1.0], [-INF, -INF], [NAN, 1.0], [1.0, NAN], [INF, INF], [3.0, -INF]):
+        t = torch.tensor(logits, dtype=torch.float64)
+        assert _same([v.data for v in F.softmax(logits)], torch.softmax(t, 0).tolist()), logits
+        assert _same([v.data for v in F.log_softmax(logits)], torch.log_softmax(t, 0).tolist()), logits

@@ -225,8 +225,9 @@ def test_model_pickles():
     twin = pickle.loads(pickle.dumps(model))
     assert _values(twin) == _values(model)
     assert twin([0.3, 0.4]).data == model([0.3, 0.4]).data
-    first = twin.layers[0].neurons[0]
-    assert first._bw[0] is first.b and all(a is b for a, b in zip(first._bw[1:], first.w))  # the fused row
+    twin([0.3, 0.4]).backward()      # the twin's layers read the twin's own parameters
+    assert any(p.grad != 0.0 for p in twin.parameters())
+    assert all(p.grad == 0.0 for p in model.parameters())
 
 
 def test_repr():
@@ -367,3 +368,26 @@ def test_a_copied_model_never_reuses_the_originals_node_indices(clone):
     filler = [fastgrad.Var(9.0) for _ in range(200)]   # ... and reuse their slots for other leaves
     assert [v.data for v in twin(x)] == before
     assert all(v.data == 9.0 for v in filler)
+
+
+def test_a_var_assigned_into_a_layers_lists_is_used_from_the_next_call():
+    lin = nn.Linear(2, 1)
+    lin([1.0, 1.0])
+    old = lin.weight[0][0]
+    lin.weight[0][0] = fastgrad.Var(100.0)            # once, the cached index kept using `old`
+    y = lin([1.0, 1.0])[0]
+    assert y.data == 100.0 + lin.weight[0][1].data + lin.bias[0].data
+    y.backward()
+    assert lin.weight[0][0].grad == 1.0 and old.grad == 0.0
+    layer = nn.Layer(2, 3)
+    layer([1.0, 2.0])
+    layer.neurons[0].w[1] = fastgrad.Var(50.0)
+    other = nn.Layer(2, 1)
+    layer.neurons[2] = other.neurons[0]               # an existing neuron: no new parameters were made
+    out = layer([1.0, 2.0])
+    n0 = layer.neurons[0]
+    assert out[0].data == max(0.0, n0.w[0].data + 2.0 * 50.0 + n0.b.data)
+    assert out[2].data == other([1.0, 2.0]).data
+    neuron = nn.Neuron(2, nonlin=False)
+    neuron.w[0] = fastgrad.Var(7.0)
+    assert neuron([1.0, 0.0]).data == 7.0 + neuron.b.data

@@ -1,9 +1,11 @@
 """Optimizers against PyTorch's published update formulas, hyper-parameter validation, state round trips."""
 import copy
+import gc
 import json
 import math
 import pickle
 
+import numpy as np
 import pytest
 
 import fastgrad
@@ -458,3 +460,119 @@ def test_state_is_created_lazily_like_pytorch():
 def test_repr_lists_the_groups():
     text = repr(optim.SGD([fastgrad.Var(1.0)], lr=0.1, momentum=0.9))
     assert text.startswith("SGD (") and "lr: 0.1" in text and "momentum: 0.9" in text
+
+
+# ---- an optimizer never writes into a Var it was not given ----
+
+def test_a_removed_and_freed_parameter_never_redirects_the_update_to_another_var():
+    from fastgrad import _engine
+
+    seg = _engine.memory_stats()["segment_size"]
+    keep = fastgrad.Var(1.0)
+    before = [fastgrad.Var(0.0) for _ in range(2 * seg)]   # so that `gone` shares a segment with fillers only
+    gone = fastgrad.Var(2.0)
+    after = [fastgrad.Var(0.0) for _ in range(2 * seg)]
+    opt = optim.SGD([keep, gone], lr=0.1)
+    opt.param_groups[0]["params"].remove(gone)
+    del gone, before, after                          # its whole segment dies and is recycled
+    gc.collect()
+    others = [fastgrad.Var(100.0) for _ in range(6 * seg)]   # one of them reuses the freed slot
+    for v in others:
+        v.grad = 1.0
+    keep.grad = 1.0
+    opt.step()
+    assert keep.data == 1.0 - 0.1
+    assert [v.data for v in others if v.data != 100.0] == []   # once, one of them became 99.9
+
+
+def test_a_removed_parameter_is_no_longer_updated_and_the_others_keep_their_state():
+    def run(edit):
+        a, b, c = fastgrad.Var(1.0), fastgrad.Var(2.0), fastgrad.Var(3.0)
+        opt = optim.Adam([a, b, c], lr=0.1)
+        for step in range(6):
+            for p, g in zip((a, b, c), (0.5, -1.0, 2.0)):
+                p.grad = g * (step + 1)
+            if step == 3 and edit:
+                opt.param_groups[0]["params"][:] = [c, a]      # drop b, reorder the rest
+            opt.step()
+        return a.data, b.data, c.data, opt.state_dict()
+
+    a, b, c, state = run(edit=True)
+    a0, b0, c0, _ = run(edit=False)
+    assert (a, c) == (a0, c0)                       # a's and c's moments followed them
+    assert b != b0                                  # b stopped moving after 3 steps
+    assert len(state["state"]) == 2
+
+
+def test_parameters_added_after_steps_are_an_error_before_any_step_they_are_taken():
+    a, b = fastgrad.Var(1.0), fastgrad.Var(2.0)
+    opt = optim.Adam([a], lr=0.1)
+    opt.param_groups[0]["params"].append(b)           # no step yet: no state to disagree with
+    b.grad = 1.0
+    opt.step()
+    assert b.data != 2.0
+    c = fastgrad.Var(3.0)
+    opt.param_groups[0]["params"].append(c)
+    with pytest.raises(ValueError, match="add_param_group"):
+        opt.step()
+
+
+def test_a_reinitialised_parameter_is_followed():
+    p = fastgrad.Var(1.0)
+    opt = optim.SGD([p], lr=0.5)
+    p.__init__(10.0)                                  # a new node behind the same Var
+    p.grad = 2.0
+    opt.step()
+    assert p.data == 9.0
+
+
+def test_the_update_loops_refuse_indices_that_are_not_live_leaves():
+    from fastgrad import _optim
+    from fastgrad._engine import param_index
+
+    v = fastgrad.Var(1.0)
+    interior = v * 2.0
+    assert not interior.is_leaf
+    for bad in (np.array([10 ** 12], dtype=np.int64), np.array([-3], dtype=np.int64),
+                param_index([v]) + 1):                # the next node is the interior v * 2
+        with pytest.raises(ValueError, match="not a live leaf"):
+            _optim.zero_grad(bad)
+        with pytest.raises(ValueError, match="not a live leaf"):
+            _optim.sgd_step(bad, np.empty(0), 0.1, 0.0, 0.0, 0.0, False, False, False)
+    _optim.zero_grad(param_index([v]))
+
+
+# ---- a zero gradient is a real gradient (the README's semantics; PyTorch's set_to_none=True differs) ----
+
+def test_a_parameter_no_loss_touched_has_grad_zero_and_still_follows_its_optimizer():
+    used, unused = fastgrad.Var(1.0), fastgrad.Var(2.0)
+    decay = optim.SGD([used, unused], lr=0.1, weight_decay=0.5)
+    momentum = optim.SGD([fastgrad.Var(3.0)], lr=0.1, momentum=0.9)
+    moved = momentum.param_groups[0]["params"][0]
+    for step in range(3):
+        decay.zero_grad()
+        momentum.zero_grad()
+        (used * 3.0).backward()
+        if step == 0:
+            moved.grad = 1.0                 # touched once, then never again
+        assert unused.grad == 0.0            # never None
+        decay.step()
+        momentum.step()
+    assert unused.data == pytest.approx(2.0 * (1 - 0.1 * 0.5) ** 3)      # weight decay alone moves it
+    assert moved.data == pytest.approx(3.0 - 0.1 * (1 + 0.9 + 0.81))   # the momentum buffer keeps moving it
+
+
+def test_zero_gradients_match_torch_with_set_to_none_false():
+    torch = pytest.importorskip("torch")
+    p = fastgrad.Var(2.0)
+    opt = optim.Adam([p], lr=0.1, weight_decay=0.1)
+    t = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    topt = torch.optim.Adam([t], lr=0.1, weight_decay=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        topt.zero_grad(set_to_none=False)    # PyTorch's default (True) would skip the parameter
+        t.grad = torch.zeros_like(t)
+        opt.step()
+        topt.step()
+        assert p.data == pytest.approx(t.item(), rel=1e-15)
+    assert p.data != 2.0

@@ -5,9 +5,10 @@ import random
 
 import numpy as np
 import pytest
+from conftest import DIFFERENTIABLE, call, n_operands
 
 import fastgrad as fg
-from fastgrad import _engine, _symbolic
+from fastgrad import _engine, _optable, _symbolic
 from fastgrad.custom import custom_op
 from fastgrad.gradcheck import gradcheck
 from fastgrad.transforms import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp
@@ -34,75 +35,34 @@ def floats(tree):
 # Random graphs over every op (operands kept in each op's domain, values moderate)
 # ---------------------------------------------------------------------------------------------------------
 
+def _inside(op, v):
+    """v mapped smoothly into the op's smooth domain (identity for ops smooth everywhere we sample)."""
+    lo, hi = op.domain
+    if (lo, hi) == (-2.5, 2.5):
+        return v
+    return lo + (hi - lo) * fg.sigmoid(v)
+
+
 def _apply(kind, a, b, c):
-    if kind == "add":
-        return a + b
-    if kind == "sub":
-        return a - b
-    if kind == "mul":
-        return a * b
-    if kind == "div":
-        return a / (b * b + c)
-    if kind == "pow":
-        return (a * a + c) ** fg.tanh(b)
-    if kind == "addc":
-        return a + c
-    if kind == "mulc":
-        return a * c
-    if kind == "divc":
-        return a / c
-    if kind == "rsubc":
-        return c - a
-    if kind == "rdivc":
-        return c / (a * a + 1.0)
-    if kind == "powc":
-        return (a * a + c) ** 1.5
-    if kind == "rpowc":
-        return c ** fg.tanh(a)
-    if kind == "neg":
-        return -a
-    if kind == "abs":
-        return abs(a)
-    if kind == "exp":
-        return fg.exp(fg.tanh(a))
-    if kind == "log":
-        return fg.log(a * a + c)
-    if kind == "sqrt":
-        return fg.sqrt(a * a + c)
-    if kind == "sin":
-        return fg.sin(a)
-    if kind == "cos":
-        return fg.cos(a)
-    if kind == "tanh":
-        return fg.tanh(a)
-    if kind == "sigmoid":
-        return fg.sigmoid(a)
-    if kind == "relu":
-        return fg.relu(a)
-    if kind == "max":
-        return fg.maximum(a, b)
-    if kind == "min":
-        return fg.minimum(a, b)
+    """The op `kind` of the table on operands built from a, b (and c: a constant, or a third operand)."""
+    op = _optable.BY_NAME[kind]
     if kind == "sum":
         return fg.sum([a, b, c])
     if kind == "dot":
         return fg.dot([a, b], [b, c])
-    raise AssertionError(kind)
+    k = op.k_values[len(op.k_values) // 2] if op.k_values else c
+    return call(fg, op, [_inside(op, a), _inside(op, b)][:op.arity], k)
 
 
-KINDS = ["add", "sub", "mul", "div", "pow", "addc", "mulc", "divc", "rsubc", "rdivc", "powc", "rpowc", "neg",
-         "abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "max", "min", "sum", "dot"]
-
-
-GROWING = {"mul", "div", "pow", "powc", "rpowc", "exp", "sum", "dot", "rdivc", "mulc"}
-BINARY_KINDS = {"add", "sub", "mul", "div", "pow", "max", "min", "sum", "dot"}
+KINDS = [op.name for op in DIFFERENTIABLE]
+BINARY_KINDS = {op.name for op in DIFFERENTIABLE if op.form in (_optable.BINARY, _optable.NARY)}
 
 
 def random_function(seed, n_in, n_nodes=25, n_out=1):
     """A deterministic random expression graph f(*xs) -> scalar or tuple over every op kind.
 
     Each node applies an op to the previous node and a random earlier node or input (unary ops get the
-    second one added after), so the graph is deep and every input matters; ops that can grow are squashed
+    second one added after), so the graph is deep and every input matters; every result is squashed
     smoothly (r / sqrt(1 + r^2) keeps values moderate without flattening the derivatives).
     """
     rng = random.Random(seed)
@@ -116,8 +76,7 @@ def random_function(seed, n_in, n_nodes=25, n_out=1):
         vals = list(xs)
         for kind, i, j, c, mix in plan:
             r = _apply(kind, vals[i], vals[j], c)
-            if kind in GROWING:
-                r = r / fg.sqrt(1.0 + r * r) * 2.0
+            r = r / fg.sqrt(1.0 + r * r) * 2.0
             if kind not in BINARY_KINDS:
                 r = r + mix * vals[j]
             vals.append(r)
@@ -537,49 +496,33 @@ def test_hessian_does_not_touch_dot_grad():
 # _symbolic's table vs the engine's table, op by op
 # ---------------------------------------------------------------------------------------------------------
 
-def _make_op(op, args, k):
-    """A node of the given engine op over Var args (k: the constant of the *c ops)."""
-    a = args[0]
-    b = args[1] if len(args) > 1 else None
-    table = {
-        "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
-        "pow": lambda: a ** b, "addc": lambda: a + k, "mulc": lambda: a * k, "divc": lambda: a / k, "rsubc": lambda: k - a,
-        "rdivc": lambda: k / a, "powc": lambda: a ** k, "rpowc": lambda: k ** a, "neg": lambda: -a,
-        "abs": lambda: abs(a), "exp": lambda: a.exp(), "log": lambda: a.log(), "sqrt": lambda: a.sqrt(),
-        "sin": lambda: a.sin(), "cos": lambda: a.cos(), "tanh": lambda: a.tanh(),
-        "sigmoid": lambda: a.sigmoid(), "relu": lambda: a.relu(), "max": lambda: fg.maximum(a, b),
-        "min": lambda: fg.minimum(a, b), "sum": lambda: fg.sum(args),
-        "dot": lambda: fg.dot(args[0::2], args[1::2]),
-    }
-    node = table[op]()
-    assert node.op == op
+def _make_op(name, args, k):
+    """A node of the given table op over Var args (k: the constant of the *c ops, or the parameter)."""
+    node = call(fg, _optable.BY_NAME[name], args, k)
+    assert node.op == name
     return node
 
 
-ARITY = {"add": 2, "sub": 2, "mul": 2, "div": 2, "pow": 2, "max": 2, "min": 2, "sum": 4, "dot": 6}
-DIFFERENTIABLE_OPS = [op for op in _engine.OP_NAMES if op not in ("leaf", "custom")]
+DIFFERENTIABLE_OPS = [op.name for op in DIFFERENTIABLE]
 
 
 def test_symbolic_rules_cover_exactly_the_engine_ops():
     assert set(_symbolic.RULES) == set(DIFFERENTIABLE_OPS)
 
 
-def _points(op, rng):
-    n = ARITY.get(op, 1)
-    positive = op in ("log", "sqrt", "pow")
-    xs = [rng.uniform(0.2, 2.5) if positive else rng.uniform(-2.5, 2.5) for _ in range(n)]
-    k = rng.choice([2.0, 3.0, -1.0, 0.5, 1.5, 0.0, 1.0, -2.5]) if op == "powc" else rng.uniform(0.3, 3.0)
-    if op == "powc" and k != int(k):
-        xs = [abs(x) + 0.1 for x in xs]
+def _points(name, rng):
+    op = _optable.BY_NAME[name]
+    lo, hi = op.domain
+    xs = [rng.uniform(lo, hi) for _ in range(n_operands(op))]
+    k = rng.choice(op.k_values) if op.k_values else rng.uniform(0.3, 3.0)
     return xs, k
 
 
 @pytest.mark.parametrize("op", DIFFERENTIABLE_OPS)
 def test_symbolic_partials_match_engine_partials(op):
     rng = random.Random(op)
-    special = {"abs": [[0.0]], "relu": [[0.0]], "max": [[1.0, 1.0]], "min": [[-1.0, -1.0]],
-               "pow": [[0.0, 2.0], [0.0, 0.0], [2.0, 0.0]]}
-    cases = [_points(op, rng) for _ in range(25)] + [(xs, 2.0) for xs in special.get(op, [])]
+    special = _optable.BY_NAME[op].special
+    cases = [_points(op, rng) for _ in range(25)] + [(list(xs), _points(op, rng)[1]) for xs in special]
     for xs, k in cases:
         args = [fg.Var(x) for x in xs]
         node = _make_op(op, args, k)

@@ -1,5 +1,8 @@
-"""Graph semantics of Var (DESIGN §3): worked examples, shared subexpressions, accumulation, protocols."""
+"""Graph semantics of Var (docs/semantics.md): worked examples, shared subexpressions, accumulation,
+protocols."""
 import builtins
+import decimal
+import fractions
 import math
 import operator
 import pickle
@@ -276,7 +279,8 @@ def test_op_names_follow_the_contract():
     Var = fastgrad.Var
     a, b = Var(1.0), Var(2.0)
     ops = {"leaf": a, "add": a + b, "sub": a - b, "mul": a * b, "div": a / b, "pow": a ** b, "addc": a + 2,
-           "mulc": a * 2, "divc": a / 2, "rsubc": 2 - a, "rdivc": 2 / a, "powc": a ** 2, "rpowc": 2 ** a, "neg": -a,
+           "mulc": a * 2, "divc": a / 2, "rsubc": 2 - a, "rdivc": 2 / a, "powc": a ** 2, "rpowc": 2 ** a,
+           "neg": -a,
            "abs": abs(a), "exp": a.exp(), "log": a.log(), "sqrt": a.sqrt(), "sin": a.sin(), "cos": a.cos(),
            "tanh": a.tanh(), "sigmoid": a.sigmoid(), "relu": a.relu(), "max": fastgrad.maximum(a, b),
            "min": fastgrad.minimum(a, b), "sum": fastgrad.sum([a, b]), "dot": fastgrad.dot([a], [b])}
@@ -353,3 +357,49 @@ def test_square_by_a_constant_matches_python_pow(fg):
         for k in (2, 3, -1, 0.5, -2):
             assert _same_float((fg.Var(x) ** k).data, math.pow(x, k) if x > 0 or float(k).is_integer()
                                else math.nan), (x, k)
+
+
+class _Meters:
+    """A user's number type: not numbers.Real, but it converts itself with __float__."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __float__(self):
+        return float(self.x)
+
+
+@pytest.mark.parametrize("number", [decimal.Decimal("1.5"), _Meters(1.5), fractions.Fraction(3, 2),
+                                    np.float32(1.5), np.array(1.5), True])
+def test_anything_with_float_is_a_real_operand(fg, number):
+    v = fg.Var(2.0)
+    assert (v * number).data == 2.0 * float(number)
+    assert (number * v).data == float(number) * 2.0
+    assert fg.Var(number).data == float(number)
+
+
+@pytest.mark.parametrize("bad", ["2", b"2", bytearray(b"2"), 1 + 2j, np.complex128(1.0), np.array([1.5]),
+                                 np.array("2")])
+def test_strings_complex_and_arrays_are_never_numbers(fg, bad):
+    v = fg.Var(2.0)
+    with pytest.raises(TypeError):
+        v * bad
+    with pytest.raises(TypeError):
+        fg.Var(bad)
+    if fg is fastgrad:
+        y = v * 3.0
+        with pytest.raises(TypeError, match="real number"):
+            y.backward(bad)
+        with pytest.raises(TypeError):
+            v.data = bad
+
+
+def test_a_custom_backward_returning_strings_is_refused():
+    op = fastgrad.custom_op(lambda x: 2 * x, lambda g, x: ("1.5",), name="stringy")
+    x = fastgrad.Var(1.0)
+    with pytest.raises(TypeError, match="never strings"):
+        op(x).backward()
+    op2 = fastgrad.custom_op(lambda x: 2 * x, lambda g, x: (decimal.Decimal("2") * decimal.Decimal(g),))
+    y = fastgrad.Var(1.0)
+    op2(y).backward()
+    assert y.grad == 2.0

@@ -170,9 +170,10 @@ def _logits(logits: Any, name: str) -> tuple[list[Var], float]:
     if not isinstance(logits, (list, tuple)) or not logits:
         raise ValueError(f"{name}: expected a non-empty list of logits")
     xs = [_var(x) for x in logits]
-    m = max(x.data for x in xs)
-    if not math.isfinite(m):
-        m = 0.0  # inf/nan logits: no shift, the IEEE result propagates
+    values = [x.data for x in xs]
+    # NOTE: shift by the max even when it is infinite, as PyTorch and JAX do: softmax([inf, 1]) is then
+    # [nan, nan] (inf - inf), not [nan, 0]; a nan logit makes the max, and so every output, nan.
+    m = math.nan if any(v != v for v in values) else max(values)
     return xs, m
 
 

@@ -3,7 +3,8 @@
 A neuron's weighted sum is ONE fused engine node, computed and differentiated in a C loop (micrograd builds
 it from 2·nin binary nodes, `sum((wi*xi ...), b)`). A lone `Neuron` calls `dot([b, w0, ...], [1, x0, ...])`;
 `Layer` and `Linear` build all their rows in one engine call (`_engine.affine`: per row a fused dot, the bias
-and the activation), reading the parameters through cached node-index arrays.
+and the activation), which reads the parameter Vars from the layer's lists at every call: a Var assigned into
+`weight[r][k]` or `w[k]` is used from the next call on.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
-from fastgrad._engine import Var, affine, dot, param_index
+from fastgrad._engine import Var, dot
+from fastgrad._nn import affine
 from fastgrad.nn import functional as F
 from fastgrad.nn.module import Module
 
@@ -46,8 +48,8 @@ _ONE = Var(1.0)
 
 
 class _Generation:
-    """Identity token of the current parameter binding. Rebinding parameters anywhere replaces it, and a
-    layer rebuilds its cached node-index arrays when its token is not the current one.
+    """Identity token of the current parameter binding. Rebinding a neuron's parameters anywhere replaces it,
+    and a Layer gathers its neurons' parameter lists again when its token is not the current one.
 
     NOTE: a token is compared by identity, so a pickled or deep-copied layer (whose token is a copy) can never
     reuse node indices from another process or another set of parameters.
@@ -63,9 +65,29 @@ class _Generation:
 _Generation.bump()
 
 
-def _indexed(rows: Sequence[Sequence[Var]], nin: int) -> Any:
-    """The (len(rows), nin) int64 array of node indices of a matrix of leaf parameters."""
-    return param_index([v for row in rows for v in row]).reshape(len(rows), nin)
+def _bumping(name: str) -> Callable[..., Any]:
+    """A list method that also tells the layers to look at their neurons again."""
+    method = getattr(list, name)
+
+    def mutator(self: list, *args: Any) -> Any:
+        result = method(self, *args)
+        _Generation.bump()
+        return result
+
+    mutator.__name__ = name
+    return mutator
+
+
+class _Neurons(list):
+    """A Layer's `neurons`: a plain list whose every change (item assignment, append, ...) is noticed."""
+
+    for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert", "pop",
+                  "remove", "clear", "sort", "reverse"):
+        locals()[_name] = _bumping(_name)
+    del _name
+
+    def __reduce__(self) -> Any:
+        return (list, (list(self),))      # pickles and copies as a plain list; Layer wraps it again
 
 
 def _check_activation(activation: str | None) -> str:
@@ -97,22 +119,19 @@ class Neuron(Module):
         self.w = [Var(uniform(-1, 1)) for _ in range(nin)]
         self.b = Var(0.0)
 
-    # NOTE: the fused node reads the cached row [b, *w], and layers cache node indices of w and b: both are
-    # rebuilt when `w` or `b` is rebound. Change values in place (`.data`, `load_state_dict`) or rebind the
-    # attributes; never assign items into `w`.
+    # NOTE: a Layer caches its neurons' `w` lists and `b` Vars; rebinding either tells it to look again.
+    # (Items assigned into `w` need no notice: the cached list is `w` itself.)
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name in ("w", "b"):
             _Generation.bump()
-            if "w" in self.__dict__ and "b" in self.__dict__:
-                object.__setattr__(self, "_bw", [self.b, *self.w])
 
     @property
     def nonlin(self) -> bool:
         return self.activation != "linear"
 
     def forward(self, x: Sequence[Scalar]) -> Var:
-        act = dot(self._bw, [_ONE, *x])
+        act = dot([self.b, *self.w], [_ONE, *x])
         f = ACTIVATIONS[self.activation]
         return act if f is None else f(act)
 
@@ -129,25 +148,33 @@ class Layer(Module):
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
         self.nin = nin
 
-    # NOTE: the node-index arrays are cached (rebuilt when `neurons`, or a neuron's `w`/`b`, is rebound);
-    # replace neurons by rebinding the list, never by item assignment.
+    # NOTE: the neurons' weight lists and biases are cached, and gathered again when a neuron's `w` or `b`
+    # is rebound or the `neurons` list changes (the generation token): `neurons` is kept as a `_Neurons`
+    # list, which reports its own changes. Nothing is checked per call.
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "neurons" and isinstance(value, list) and type(value) is not _Neurons:
+            value = _Neurons(value)
         object.__setattr__(self, name, value)
         if name == "neurons":
             _Generation.bump()
 
-    def _index(self) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if type(self.__dict__.get("neurons")) is list:
+            object.__setattr__(self, "neurons", _Neurons(self.neurons))
+
+    def _gather(self) -> None:
         neurons = self.neurons
-        object.__setattr__(self, "_W", _indexed([n.w for n in neurons], self.nin))
-        object.__setattr__(self, "_b", param_index([n.b for n in neurons]))
+        object.__setattr__(self, "_rows", [n.w for n in neurons])
+        object.__setattr__(self, "_bias", [n.b for n in neurons])
         object.__setattr__(self, "_act", neurons[0].activation if neurons else "linear")
         object.__setattr__(self, "_token", _Generation.current)
 
     def forward(self, x: Sequence[Scalar]) -> Var | list[Var]:
         # NOTE: the hot loop of every model: the whole layer in one engine call
         if self.__dict__.get("_token") is not _Generation.current:
-            self._index()
-        out = affine(self._W, self._b, x, self._act)
+            self._gather()
+        out = affine(self._rows, self._bias, x, self._act)
         return out[0] if len(out) == 1 else out
 
     def __repr__(self) -> str:
@@ -189,18 +216,9 @@ class Linear(Module):
         self.weight = [[Var(uniform(-bound, bound)) for _ in range(in_features)] for _ in range(out_features)]
         self.bias = [Var(uniform(-bound, bound)) for _ in range(out_features)] if bias else None
 
-    # NOTE: as in Layer, the node-index arrays are cached and rebuilt when `weight` or `bias` is rebound.
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        if name in ("weight", "bias"):
-            _Generation.bump()
-
     def forward(self, x: Sequence[Scalar]) -> list[Var]:
-        if self.__dict__.get("_token") is not _Generation.current:
-            object.__setattr__(self, "_W", _indexed(self.weight, self.in_features))
-            object.__setattr__(self, "_b", param_index(self.bias or []))
-            object.__setattr__(self, "_token", _Generation.current)
-        return affine(self._W, self._b, x)
+        # NOTE: no cache: the engine reads the Vars `weight` and `bias` hold at every call
+        return affine(self.weight, self.bias, x)
 
     def extra_repr(self) -> str:
         bias = self.bias is not None
@@ -208,29 +226,35 @@ class Linear(Module):
 
 
 class Sequential(Module):
-    """Modules applied in order; children are named "0", "1", ... as in PyTorch."""
+    """Modules applied in order; children are named "0", "1", ... as in PyTorch.
+
+    NOTE: the children are the attributes "0", "1", ... themselves, so the generic attribute walk (and with
+    it parameters, zero_grad, state_dict, repr, pickle and deepcopy) sees them with no override.
+    """
 
     def __init__(self, *modules: Module) -> None:
-        for m in modules:
+        for i, m in enumerate(modules):
             if not isinstance(m, Module):
                 raise TypeError(f"Sequential takes Modules, got {type(m).__name__}")
-        self._modules = list(modules)
+            setattr(self, str(i), m)
 
-    def named_children(self) -> Iterator[tuple[str, Module]]:
-        for i, m in enumerate(self._modules):
-            yield str(i), m
+    def _layers(self) -> list[Module]:
+        """The children in order: the attributes named by an index."""
+        return [m for name, m in vars(self).items() if name.isdecimal()]
 
-    def __getitem__(self, i: int) -> Module:
-        return self._modules[i]
+    def __getitem__(self, index: int | slice) -> Module:
+        if isinstance(index, slice):
+            return Sequential(*self._layers()[index])
+        return self._layers()[index]
 
     def __len__(self) -> int:
-        return len(self._modules)
+        return len(self._layers())
 
     def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules)
+        return iter(self._layers())
 
     def forward(self, x: Any) -> Any:
-        for m in self._modules:
+        for m in self._layers():
             x = m(x)
         return x
 

@@ -1,10 +1,22 @@
-"""`Module`: the base of every layer — parameters found by walking attributes, state dicts, repr.
+"""`Module`: the base of every layer — children and parameters found by walking attributes, state dicts, repr.
 
-A module's parameters are the `Var` leaves stored in its public attributes, in attribute order:
-- a `Var` attribute is one scalar parameter (`b` → state-dict entry `"b": 0.5`);
-- a list of Vars, or a list of equal-length lists of Vars, is a parameter array (`w` → `"w": [0.1, -0.3]`);
-- a `Module` attribute, or a list of Modules, is a child (its names get the prefix `"layers.0."`).
-Other attributes (sizes, activation names) and attributes starting with `_` (caches) are ignored.
+A module is made of what its public attributes (names not starting with `_`) hold, in attribute order:
+- a `Var` is one scalar parameter (`b` → state-dict entry `"b": 0.5`);
+- a list or tuple of Vars, or a rectangular list of lists of Vars, is a parameter array
+  (`w` → `"w": [0.1, -0.3]`);
+- a `Module` is a child, and so is every item of a list or tuple of Modules (named `"layers.0"`);
+- a dict is walked as if its items were attributes named `attr.key`
+  (`self.blocks = {"enc": Linear(2, 3)}` → `"blocks.enc"`);
+- anything else is data and is ignored, but a Var or Module inside a list, tuple, dict or set in any other
+  shape (`[Linear(2, 2), 3]`, `[[Linear(2, 2)]]`, a set of Modules) is a TypeError: a parameter that is
+  silently skipped never trains.
+
+Every method that visits the tree (`modules`, `parameters`, `zero_grad`, `state_dict`, `repr`, ...) takes a
+module's children from `named_children()`, the one hook, so a container class either stores its children in
+public attributes (as `Sequential` does: "0", "1", ...) or overrides `named_children` alone. The walks are
+iterative (a deep nest hits no recursion limit) and list a module, or a Var, reachable by several paths once,
+under its first name (PyTorch's rule); optimizers therefore accept `model.parameters()` of a model with
+shared parts.
 
 `parameters()` is flat (one Var per scalar, micrograd's order); `state_dict()` keeps the arrays' shapes as
 nested lists of plain floats, so `load_state_dict()` can check them.
@@ -39,86 +51,102 @@ class Module:
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
-    # ---- the attribute walk: every other method is built on these two ----
-
-    def _named_entries(self) -> Iterator[tuple[str, Any]]:
-        """(name, Var or nested list of Vars) for this module's own parameters, in attribute order."""
-        for name, value in vars(self).items():
-            if not name.startswith("_") and _param_shape(name, value) is not None:
-                yield name, value
+    # ---- the one walk: every method that visits the tree is built on named_children ----
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
-        """(name, module) for the direct children, in attribute order; list items are named `attr.i`."""
-        for name, value in vars(self).items():
-            if name.startswith("_"):
+        """(name, module) for the direct children, in attribute order: `attr`, `attr.i` for the items of a
+        list or tuple, `attr.key` for those of a dict. A child held twice is listed twice (as repr shows).
+
+        The hook of every walk: a container that keeps its children elsewhere overrides this alone.
+        """
+        return iter(_contents(self, True)[0])
+
+    def children(self) -> Iterator[Module]:
+        """The direct children, as `named_children` lists them."""
+        for _, m in self.named_children():
+            yield m
+
+    def _walk(self, prefix: str | None) -> Iterator[tuple[str, Module, list[Any]]]:
+        """(name, module, its own parameter arrays) for this module and every descendant, depth first, each
+        once under its first name; iterative, so deep nests and back-references to an ancestor are fine.
+
+        The arrays are (name, array) pairs; with `prefix=None` nothing is named (names are "", arrays bare):
+        `modules`, `parameters` and `zero_grad` skip building strings they would drop.
+        """
+        named = prefix is not None
+        seen: dict[int, Module] = {}  # NOTE: holds the modules, so no id is reused during the walk
+        stack = [(prefix or "", self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
                 continue
-            if isinstance(value, Module):
-                yield name, value
-            elif isinstance(value, (list, tuple)) and value and all(isinstance(m, Module) for m in value):
-                for i, m in enumerate(value):
-                    yield f"{name}.{i}", m
+            seen[id(module)] = module
+            kids, arrays = _parts(module, named)
+            yield name, module, arrays
+            if named:
+                kids = [(f"{name}.{n}" if name else n, m) for n, m in kids]
+            else:
+                kids = [("", m) for m in kids]
+            kids.reverse()
+            stack.extend(kids)
 
     # ---- derived views ----
 
-    def children(self) -> Iterator[Module]:
-        """The direct children, in the order of `named_children`, without building their names."""
-        for name, value in vars(self).items():
-            if name.startswith("_"):
-                continue
-            if isinstance(value, Module):
-                yield value
-            elif isinstance(value, (list, tuple)) and value and all(isinstance(m, Module) for m in value):
-                yield from value
-
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """This module and every descendant, depth first (iterative: no recursion limit on deep nests)."""
-        stack = [(prefix, self)]
-        while stack:
-            name, module = stack.pop()
+        """This module and every descendant, depth first, each once under its first name (PyTorch's order)."""
+        for name, module, _ in self._walk(prefix):
             yield name, module
-            kids = [(f"{name}.{n}" if name else n, m) for n, m in module.named_children()]
-            stack.extend(reversed(kids))
 
     def modules(self) -> Iterator[Module]:
         """This module and every descendant, in the order of `named_modules`, without building names."""
-        stack = [self]
-        while stack:
-            module = stack.pop()
+        for _, module, _ in self._walk(None):
             yield module
-            stack.extend(reversed(list(module.children())))
 
     def named_arrays(self) -> Iterator[tuple[str, Any]]:
-        """(state-dict key, Var or nested list of Vars) for every parameter array of the whole tree."""
-        for prefix, module in self.named_modules():
-            for name, entry in module._named_entries():
+        """(state-dict key, Var or nested list of Vars) for every parameter array of the whole tree.
+
+        NOTE: an array whose Vars have all been listed under an earlier key is left out (a tied weight is
+        saved once); one that shares only some of its Vars with earlier arrays is kept whole.
+        """
+        seen: set[int] = set()
+        for prefix, _, arrays in self._walk(""):
+            for name, entry in arrays:
+                ids = list(map(id, _flat(entry)))
+                if seen.issuperset(ids):
+                    continue
+                seen.update(ids)
                 yield (f"{prefix}.{name}" if prefix else name), entry
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Var]]:
-        """(name, Var) for every scalar parameter: `"layers.0.neurons.3.w.1"`, `"layers.0.neurons.3.b"`."""
+        """(name, Var) for every scalar parameter, once each: `"layers.0.neurons.3.w.1"`, `"...3.b"`."""
+        seen: set[int] = set()
         for key, entry in self.named_arrays():
             key = f"{prefix}.{key}" if prefix else key
             if isinstance(entry, Var):
-                yield key, entry
+                items: Any = [(key, entry)]
+            elif isinstance(entry[0], Var):
+                items = [(f"{key}.{i}", v) for i, v in enumerate(entry)]
             else:
-                for i, item in enumerate(entry):
-                    if isinstance(item, Var):
-                        yield f"{key}.{i}", item
-                    else:
-                        for j, v in enumerate(item):
-                            yield f"{key}.{i}.{j}", v
+                items = [(f"{key}.{i}.{j}", v) for i, row in enumerate(entry) for j, v in enumerate(row)]
+            for item in items:
+                if id(item[1]) not in seen:
+                    seen.add(id(item[1]))
+                    yield item
 
     def parameters(self) -> list[Var]:
-        """Every scalar parameter, flat, in a fixed order (micrograd's: a neuron's w..., then its b)."""
-        params = []
-        for entry in (e for m in self.modules() for _, e in m._named_entries()):
-            if isinstance(entry, Var):
-                params.append(entry)
-            else:
-                for item in entry:
-                    if isinstance(item, Var):
-                        params.append(item)
-                    else:
-                        params.extend(item)
+        """Every scalar parameter once, flat, in a fixed order (micrograd's: a neuron's w..., then its b)."""
+        params: list[Var] = []
+        for _, _, arrays in self._walk(None):
+            for entry in arrays:
+                if isinstance(entry, Var):
+                    params.append(entry)
+                elif isinstance(entry[0], Var):
+                    params.extend(entry)
+                else:
+                    for row in entry:
+                        params.extend(row)
+        if len(set(map(id, params))) != len(params):  # shared Vars: keep the first of each
+            params = list({id(p): p for p in params}.values())
         return params
 
     def num_parameters(self) -> int:
@@ -162,7 +190,7 @@ class Module:
             if value is None:
                 errors.append(f"value for {key!r} is not a real number or a rectangular array of them.")
                 continue
-            shape = _param_shape(key, entry)
+            shape = _shape(entry)
             if value.shape != shape:
                 errors.append(
                     f"size mismatch for {key}: copying a param with shape {value.shape} from checkpoint, "
@@ -184,33 +212,190 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = []
-        for name, child in self.named_children():
-            text = repr(child).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {text}")
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        return head + ("\n" + "\n".join(lines) + "\n)" if lines else ")")
+        """The class, its `extra_repr()` and one `(name): child` line per child, nested children indented.
+
+        Iterative, so a deep nest prints without RecursionError: a child whose class defines its own
+        `__repr__` is asked for it, the others are expanded here. A child that is its own ancestor (a
+        back-reference) prints as `ClassName(...)`.
+        """
+        lines: list[str] = []
+        open_ids: set[int] = set()  # the modules being expanded: the current path from self
+        stack: list[Any] = [("", self, "")]  # (line prefix, module, indent) to print, or (id, closing line)
+        while stack:
+            item = stack.pop()
+            if len(item) == 2:
+                open_ids.discard(item[0])
+                lines.append(item[1])
+                continue
+            label, module, pad = item
+            if type(module).__repr__ is not Module.__repr__:
+                lines.append(label + repr(module).replace("\n", "\n" + pad))
+                continue
+            head = f"{label}{type(module).__name__}("
+            if id(module) in open_ids:
+                lines.append(head + "...)")
+                continue
+            kids = list(module.named_children())
+            head += module.extra_repr()
+            if not kids:
+                lines.append(head + ")")
+                continue
+            lines.append(head)
+            open_ids.add(id(module))
+            stack.append((id(module), pad + ")"))
+            inner = pad + "  "
+            stack.extend((f"{inner}({name}): ", child, inner) for name, child in reversed(kids))
+        return "\n".join(lines)
 
 
-def _param_shape(name: str, value: Any) -> tuple[int, ...] | None:
-    """The shape of a parameter attribute (() for a Var), or None if the attribute holds no parameters."""
+# ---- what a module's attributes hold: the rules of the module docstring, in one place ----
+
+_CHILD, _CHILDREN, _ARRAY = 1, 2, 3  # a Module; a list or tuple of Modules; a Var or an array of Vars
+_SCANNED = (list, tuple, dict, set, frozenset)  # the containers searched for hidden Vars and Modules
+_WALKED = (Var, Module, *_SCANNED)
+_VAR_TYPE = {Var}
+_RULES = ("keep Modules in an attribute, a list, tuple or dict of Modules; Vars in an attribute, a list or "
+          "tuple of Vars, a rectangular list of lists of Vars, or a dict of these; other data must not "
+          "contain Vars or Modules (or give the attribute a name starting with '_')")
+
+
+def _contents(module: Module, named: bool) -> tuple[list[Any], list[Any]]:
+    """The children and the parameter arrays in a module's public attributes, in attribute order: (name,
+    object) pairs if `named`, else the bare objects. TypeError for Vars or Modules in any other shape."""
+    kids: list[Any] = []
+    arrays: list[Any] = []
+    for name, value in vars(module).items():
+        if name[:1] == "_":
+            continue
+        if isinstance(value, Module):
+            kids.append((name, value) if named else value)
+        elif isinstance(value, Var):
+            arrays.append((name, value) if named else value)
+        elif isinstance(value, (list, tuple)):
+            kind = _sequence_kind(name, value)
+            if kind == _ARRAY:
+                arrays.append((name, value) if named else value)
+            elif kind == _CHILDREN:
+                kids.extend([(f"{name}.{i}", m) for i, m in enumerate(value)] if named else value)
+        elif isinstance(value, dict):
+            # NOTE: walked as attributes named attr.key: a dict item holding Modules or Vars is a child
+            # (or children) or a parameter array, the other items are data
+            for key, item in value.items():
+                where = f"{name}.{key}"
+                kind = _kind(where, item)
+                if kind and (not isinstance(key, str) or not key or "." in key):
+                    raise TypeError(f"{where!r}: a dict of Modules or Vars needs keys that are non-empty "
+                                    f"strings without '.' (they become state-dict names), got {key!r}")
+                if kind == _ARRAY:
+                    arrays.append((where, item) if named else item)
+                elif kind == _CHILD:
+                    kids.append((where, item) if named else item)
+                elif kind == _CHILDREN:
+                    kids.extend([(f"{where}.{i}", m) for i, m in enumerate(item)] if named else item)
+        elif isinstance(value, (set, frozenset)):
+            _kind(name, value)  # raises if the set holds Vars or Modules
+    return kids, arrays
+
+
+def _parts(module: Module, named: bool) -> tuple[list[Any], list[Any]]:
+    """A module's children, as its `named_children` lists them, and its own parameter arrays (named or bare,
+    as in `_contents`): one pass over the attributes unless its class overrides `named_children`."""
+    if type(module).named_children is Module.named_children:
+        return _contents(module, named)
+    kids = list(module.named_children())
+    return (kids if named else [m for _, m in kids]), _contents(module, named)[1]
+
+
+def _kind(name: str, value: Any) -> int:
+    """_CHILD, _CHILDREN, _ARRAY, or 0 for data; TypeError for Vars or Modules hidden in other shapes."""
+    if isinstance(value, Module):
+        return _CHILD
     if isinstance(value, Var):
+        return _ARRAY
+    if isinstance(value, (list, tuple)):
+        return _sequence_kind(name, value)
+    if isinstance(value, _SCANNED) and _holds_nn(value):
+        raise TypeError(f"{name!r} holds Vars or Modules in a shape fastgrad does not walk: {_RULES}")
+    return 0
+
+
+def _sequence_kind(name: str, value: list[Any] | tuple[Any, ...]) -> int:
+    """_kind of a list or tuple."""
+    if not value:
+        return 0
+    # NOTE: one pass in C over the items, then checks over their few distinct types (usually one)
+    types = set(map(type, value))
+    if len(types) == 1:
+        t = types.pop()
+        if issubclass(t, Var):
+            return _ARRAY
+        if issubclass(t, Module):
+            return _CHILDREN
+        if issubclass(t, (list, tuple)):
+            if _is_matrix(value):
+                return _ARRAY
+        elif not issubclass(t, _SCANNED):
+            return 0
+    elif all(issubclass(t, Module) for t in types):
+        return _CHILDREN
+    elif all(issubclass(t, Var) for t in types):
+        return _ARRAY
+    elif all(issubclass(t, (list, tuple)) for t in types):
+        if _is_matrix(value):
+            return _ARRAY
+    elif not any(issubclass(t, _WALKED) for t in types):
+        return 0
+    if _holds_nn(value):
+        raise TypeError(f"{name!r} holds Vars or Modules in a shape fastgrad does not walk: {_RULES}")
+    return 0
+
+
+def _is_matrix(rows: list[Any] | tuple[Any, ...]) -> bool:
+    """Are these rows (lists or tuples) non-empty, of equal length, and made of Vars only?"""
+    n = len(rows[0])
+    if not n:
+        return False
+    for row in rows:
+        if len(row) != n:
+            return False
+        types = set(map(type, row))
+        if not (types == _VAR_TYPE or all(issubclass(t, Var) for t in types)):
+            return False
+    return True
+
+
+def _holds_nn(value: Any) -> bool:
+    """Is there a Var or a Module anywhere inside this list, tuple, dict (its values) or set?"""
+    stack, seen = [value], set()
+    while stack:
+        container = stack.pop()
+        if id(container) in seen:  # NOTE: the containers stay alive during the scan: ids are not reused
+            continue
+        seen.add(id(container))
+        for item in container.values() if isinstance(container, dict) else container:
+            if isinstance(item, (Var, Module)):
+                return True
+            if isinstance(item, _SCANNED):
+                stack.append(item)
+    return False
+
+
+def _flat(entry: Any) -> list[Var]:
+    """The Vars of a parameter array, in order."""
+    if isinstance(entry, Var):
+        return [entry]
+    if isinstance(entry[0], Var):
+        return list(entry)
+    return [v for row in entry for v in row]
+
+
+def _shape(entry: Any) -> tuple[int, ...]:
+    """The shape of a parameter array: () for a Var, (n,) for a list of Vars, (rows, n) for a matrix."""
+    if isinstance(entry, Var):
         return ()
-    if not isinstance(value, (list, tuple)) or not value:
-        return None
-    first = value[0]
-    if isinstance(first, Var):
-        if not all(isinstance(v, Var) for v in value):
-            raise TypeError(f"parameter list {name!r} mixes Vars with other objects")
-        return (len(value),)
-    if isinstance(first, (list, tuple)) and first and isinstance(first[0], Var):
-        n = len(first)
-        for row in value:
-            rectangular = isinstance(row, (list, tuple)) and len(row) == n
-            if not rectangular or not all(isinstance(v, Var) for v in row):
-                raise TypeError(f"parameter array {name!r} must be a rectangular list of lists of Vars")
-        return (len(value), n)
-    return None
+    if isinstance(entry[0], Var):
+        return (len(entry),)
+    return (len(entry), len(entry[0]))
 
 
 def _as_float_array(value: Any) -> np.ndarray | None:

@@ -3,8 +3,8 @@
 Layout. Each parameter group keeps the int64 arena indices of its parameters (`param_index`) and its state
 as one float64 NumPy array per state name ("exp_avg", ...), entry i belonging to the group's i-th parameter,
 plus a step count. `step()` hands those to one C loop per group (`fastgrad._optim`). Every parameter is
-updated on every step: a zero gradient is a real gradient (DESIGN §3), so the group-level step count is
-every parameter's step count.
+updated on every step: a zero gradient is a real gradient (docs/semantics.md, 2), so the group-level step
+count is every parameter's step count.
 
 `state_dict()` is PyTorch's layout with plain numbers: {"state": {position: {"step": int, name: float}},
 "param_groups": [{hyper-parameters..., "params": [positions]}]}, positions counted across groups.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fastgrad import _optim
-from fastgrad._engine import Var, param_index
+from fastgrad._engine import Var, param_index, same_nodes
 
 __all__ = ["Optimizer"]
 
@@ -46,6 +46,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
         self._index: list[np.ndarray] = []  # per group: arena indices of its params (rebuilt on unpickle)
+        self._held: list[tuple[Var, ...]] = []  # per group: the Vars indexed, kept alive with their nodes
         self._group_state: list[dict[str, Any]] = []  # per group: {"step": int, name: ndarray}
         groups = list(params)
         if not groups:
@@ -67,7 +68,20 @@ class Optimizer:
         params = group["params"]
         if isinstance(params, Var):
             params = [params]
-        elif isinstance(params, (set, frozenset)):
+        params = self._validated(params, self.param_groups)
+        for name, default in self.defaults.items():
+            group.setdefault(name, default)
+        self._check(group)
+        group["params"] = params
+        self.param_groups.append(group)
+        self._index.append(param_index(params))
+        self._held.append(tuple(params))
+        self._group_state.append(self._initial_state(group, len(params)))
+
+    @staticmethod
+    def _validated(params: Any, others: list[dict[str, Any]]) -> list[Var]:
+        """A group's parameters as a list, checked: leaf Vars, none twice, none in another group."""
+        if isinstance(params, (set, frozenset)):
             raise TypeError(_SET_MESSAGE)
         params = list(params)
         for p in params:
@@ -81,16 +95,42 @@ class Optimizer:
         ids = {id(p) for p in params}
         if len(ids) != len(params):
             raise ValueError("optimizer got a parameter group with duplicate parameters")
-        for other in self.param_groups:
+        for other in others:
             if any(id(p) in ids for p in other["params"]):
                 raise ValueError("some parameters appear in more than one parameter group")
-        for name, default in self.defaults.items():
-            group.setdefault(name, default)
-        self._check(group)
+        return params
+
+    def _indices(self) -> list[np.ndarray]:
+        """Each group's node indices, re-derived if its "params" list changed since they were taken.
+
+        NOTE: the optimizer holds every Var it indexed (`_held`), so an indexed node can never be freed and
+        its slot reused by an unrelated Var; and `same_nodes` (one C loop, ~1 ns per parameter) notices an
+        edited list or a re-initialised parameter before any update is written.
+        """
+        for g, group in enumerate(self.param_groups):
+            if not same_nodes(group["params"], self._index[g]):
+                self._reindex(g)
+        return self._index
+
+    def _reindex(self, g: int) -> None:
+        """Follow an edit of ``param_groups[g]["params"]``: state stays with its parameter (matched by
+        identity); removed parameters are dropped. A parameter added after the group has state would start
+        from a state PyTorch would not give it, so that is an error pointing to `add_param_group`."""
+        group = self.param_groups[g]
+        params = self._validated(group["params"], self.param_groups[:g] + self.param_groups[g + 1:])
+        old = {id(p): k for k, p in enumerate(self._held[g])}
+        positions = [old.get(id(p)) for p in params]
+        state = self._group_state[g]
+        if any(k is None for k in positions) and state:
+            raise ValueError(
+                f"parameters were added to param_groups[{g}]['params'] after the optimizer took steps; "
+                "add new parameters with add_param_group()")
+        for name, array in list(state.items()):
+            if isinstance(array, np.ndarray):
+                state[name] = array[np.array(positions, dtype=np.intp)]
         group["params"] = params
-        self.param_groups.append(group)
-        self._index.append(param_index(params))
-        self._group_state.append(self._initial_state(group, len(params)))
+        self._index[g] = param_index(params)
+        self._held[g] = tuple(params)
 
     def _check(self, group: dict[str, Any]) -> None:
         """Raise ValueError (PyTorch's messages) for invalid hyper-parameters of a group."""
@@ -113,13 +153,13 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Set every parameter's gradient to 0.0 (one C loop per group). A Var's grad is a float, never
         None: `set_to_none` is accepted for PyTorch compatibility and changes nothing."""
-        for index in self._index:
+        for index in self._indices():
             _optim.zero_grad(index)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter from its `.grad`; with a closure, call it first and return its loss."""
         loss = None if closure is None else closure()
-        for group, index, state in zip(self.param_groups, self._index, self._group_state):
+        for group, index, state in zip(self.param_groups, self._indices(), self._group_state):
             self._update(group, index, state)
         return loss
 
@@ -137,6 +177,7 @@ class Optimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """{"state": {position: {"step": int, name: float}}, "param_groups": [...]}: plain numbers only."""
+        self._indices()  # follow any edit of the parameter lists first
         state: dict[int, dict[str, Any]] = {}
         groups = []
         start = 0
@@ -164,6 +205,7 @@ class Optimizer:
         Everything is checked first (same number of groups and of parameters per group, known state
         names, real numbers, one step count per group); on an error nothing has changed (ValueError).
         """
+        self._indices()
         try:
             saved_groups = state_dict["param_groups"]
             saved_state = state_dict["state"]
@@ -224,12 +266,13 @@ class Optimizer:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_index"]
+        del state["_index"], state["_held"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._index = [param_index(group["params"]) for group in self.param_groups]
+        self._held = [tuple(group["params"]) for group in self.param_groups]
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

@@ -1,42 +1,11 @@
-# The graph engine's C-level declarations: op codes, segments, the node arena, and the Var handle.
+# The graph engine's C-level declarations: segments, walk records, the node arena, the Var handle, and the
+# functions other compiled modules (_optim, _nn) call. Op codes live in the generated _ops.pxd.
 from fastgrad._types cimport f64, i64, u8, u32, intp
 
 cdef enum:
     SEG_SHIFT = 12                 # a segment holds 2**SEG_SHIFT nodes
     SEG_SIZE = 1 << SEG_SHIFT
     SEG_MASK = SEG_SIZE - 1
-
-# Op codes: the same order in OP_NAMES, eval_op, partials and partials2 (_engine.pyx).
-cdef enum Op:
-    OP_LEAF = 0      # a user-made value (no parents)
-    OP_ADD           # a + b
-    OP_SUB           # a - b
-    OP_MUL           # a * b
-    OP_DIV           # a / b
-    OP_POW           # a ** b
-    OP_ADDC          # a + k
-    OP_MULC          # a * k
-    OP_DIVC          # a / k             (IEEE division, never a * (1/k))
-    OP_RSUBC         # k - a
-    OP_RDIVC         # k / a
-    OP_POWC          # a ** k
-    OP_RPOWC         # k ** a
-    OP_NEG           # -a
-    OP_ABS           # |a|
-    OP_EXP           # exp(a)
-    OP_LOG           # log(a)
-    OP_SQRT          # sqrt(a)
-    OP_SIN           # sin(a)
-    OP_COS           # cos(a)
-    OP_TANH          # tanh(a)
-    OP_SIGMOID       # 1 / (1 + exp(-a))
-    OP_RELU          # max(a, 0)
-    OP_MAX           # max(a, b), ties split the gradient
-    OP_MIN           # min(a, b), ties split the gradient
-    OP_SUM           # sum_k args[k]                 (n-ary: p0 = first arg slot, p1 = n)
-    OP_DOT           # sum_k args[2k] * args[2k+1]   (n-ary: p0 = first arg slot, p1 = n pairs)
-    OP_CUSTOM        # a Python-defined op           (n-ary: p0 = first arg slot, p1 = n)
-    N_OPS
 
 ctypedef struct Segment:
     i64 seq          # activation number: live segments in increasing seq are in creation order
@@ -78,10 +47,15 @@ ctypedef struct Arena:
     f64* aux         # aux[i]: constant operand k of the *C ops (a work-list link once i is freed)
     f64* grad        # grad[i]: .grad (leaves accumulate; interior nodes: set by the last backward reaching them)
 
+cdef class Var:
+    cdef i64 idx            # the node this handle holds a reference on; -1 until __init__ gives it one
+    cdef object __weakref__
+
+cdef Arena* arena() noexcept
 cdef f64* value_ptr() noexcept
 cdef f64* grad_ptr() noexcept
 cdef bint live_leaf(i64 i) noexcept
-
-cdef class Var:
-    cdef i64 idx
-    cdef object __weakref__
+cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1
+cdef i64 new_nary(u8 op, const i64* arg, intp n, intp arity, f64 y) except -1
+cdef i64 node_index(Var v) except -1
+cdef i64 operand(object o, list keep, str fname) except -1

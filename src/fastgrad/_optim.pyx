@@ -17,11 +17,21 @@ microseconds; there is nothing to gain from ``nogil`` here.)
 """
 from libc.math cimport sqrt
 
-from fastgrad._engine cimport grad_ptr, value_ptr
+from fastgrad._engine cimport grad_ptr, live_leaf, value_ptr
 from fastgrad._types cimport f64, i64, intp
 
 
 # ---- checks shared by the entry points ----
+
+cdef int check_index(const i64[::1] index) except -1:
+    """Every entry must be a live leaf node: a stale or forged index would write into another Var (or
+    outside the arena). One compare per parameter; the optimizers' own indices always pass."""
+    cdef intp i
+    for i in range(index.shape[0]):
+        if not live_leaf(index[i]):
+            raise ValueError(f"parameter index {index[i]} is not a live leaf Var")
+    return 0
+
 
 cdef int check_state(const i64[::1] index, f64[::1] state, bint used, str name) except -1:
     """A state array used by this update must have one entry per parameter."""
@@ -49,6 +59,7 @@ cdef inline f64 coupled_grad(f64 grad, f64 value, f64 weight_decay, bint maximiz
 
 def zero_grad(const i64[::1] index not None):
     """grad[index[i]] = 0.0 for every i."""
+    check_index(index)
     cdef f64* grad = grad_ptr()
     cdef intp i
     for i in range(index.shape[0]):
@@ -61,6 +72,7 @@ def sgd_step(const i64[::1] index not None, f64[::1] momentum_buffer not None, f
              f64 dampening, f64 weight_decay, bint nesterov, bint maximize, bint init_buffer):
     """torch.optim.SGD: g += wd·p; buf = g (first step) or momentum·buf + (1 - dampening)·g;
     g = g + momentum·buf (nesterov) or buf; p -= lr·g. ``momentum_buffer`` is unused when momentum == 0."""
+    check_index(index)
     check_state(index, momentum_buffer, momentum != 0.0, "momentum_buffer")
     sgd_loop(&index[0] if index.shape[0] else NULL, index.shape[0],
              &momentum_buffer[0] if momentum_buffer.shape[0] else NULL,
@@ -93,6 +105,7 @@ def adagrad_step(const i64[::1] index not None, f64[::1] state_sum not None, f64
                  f64 weight_decay, bint maximize):
     """torch.optim.Adagrad: g += wd·p; sum += g·g; p -= clr·g / (√sum + eps), where the caller computed
     clr = lr / (1 + (step - 1)·lr_decay)."""
+    check_index(index)
     check_state(index, state_sum, True, "sum")
     if index.shape[0]:
         adagrad_loop(&index[0], index.shape[0], &state_sum[0], clr, eps, weight_decay, maximize)
@@ -121,6 +134,7 @@ def rmsprop_step(const i64[::1] index not None, f64[::1] square_avg not None, f6
     """torch.optim.RMSprop: g += wd·p; v = α·v + (1-α)·g²; avg = √(v - ḡ²) with ḡ = lerp(ḡ, g, 1-α) when
     centered, else √v; avg += eps; then buf = momentum·buf + g/avg, p -= lr·buf (momentum > 0) or
     p -= lr·g/avg."""
+    check_index(index)
     check_state(index, square_avg, True, "square_avg")
     check_state(index, grad_avg, centered, "grad_avg")
     check_state(index, momentum_buffer, momentum > 0.0, "momentum_buffer")
@@ -168,6 +182,7 @@ def adam_step(const i64[::1] index not None, f64[::1] exp_avg not None, f64[::1]
     """torch.optim.Adam (AdamW with ``decoupled_weight_decay``): p *= 1 - lr·wd (AdamW) or g += wd·p (Adam);
     m = lerp(m, g, 1-β1); v = β2·v + (1-β2)·g²; v̂ = max(v̂, v) (amsgrad);
     p -= step_size·m / (√v / √bc2 + eps), with the caller's step_size = lr / (1 - β1^t), bc2 = 1 - β2^t."""
+    check_index(index)
     check_state(index, exp_avg, True, "exp_avg")
     check_state(index, exp_avg_sq, True, "exp_avg_sq")
     check_state(index, max_exp_avg_sq, amsgrad, "max_exp_avg_sq")

@@ -1,0 +1,260 @@
+"""`python -m fastgrad bench`: the engine workloads (`fastgrad.app.workloads`) and the two-moons training
+step on every backend (`fastgrad.app.backends`), as Markdown tables; optionally JSON rows and a plot."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+import fastgrad
+from fastgrad.app import workloads
+from fastgrad.app.backends import (
+    MOONS_WORKLOAD,
+    REFERENCE_NAME,
+    initial_weights,
+    moons,
+    moons_step_implementations,
+    step_graph_nodes,
+)
+
+
+def _time_steps(backend: Any, repeats: int, gc_enabled: bool) -> list[float]:
+    """Seconds of `repeats` steps, sorted, each freeing its graph; one full collection before the steps.
+    GC on: no collection between steps but the GC's own (each step pays for collecting its predecessors'
+    garbage, as in a training loop). GC off: off throughout; before each step, untimed, a collection of the
+    youngest generation, which then holds everything the previous step allocated (micrograd's cyclic graph)
+    and nothing older, so it does not walk the rest of the heap."""
+    from fastgrad.app.workloads import gc_policy
+
+    clock = time.perf_counter
+    times = []
+    with gc_policy(gc_enabled):
+        for _ in range(repeats):
+            if not gc_enabled:
+                gc.collect(0)
+            t0 = clock()
+            out = backend.train_step()
+            del out  # freeing the graph is part of the step
+            times.append(clock() - t0)
+    return sorted(times)
+
+
+def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None
+                     ) -> list[dict[str, Any]]:
+    """Time of one training step (zero_grad, forward over the 100 points, backward, update, freeing the
+    graph) for each implementation: the median of the timed steps ("ms"; "best_ms" too), its speedup over the
+    pure-Python reference, and the nodes of one step's graph ("nodes", counted on a warm-up step).
+
+    GC policy (`fastgrad.app.workloads.GC_POLICY`): the cyclic GC stays on. The "gc_off_" keys time the same
+    steps, on a fresh backend, with it off; then micrograd's graphs (reference cycles) are freed by the
+    untimed collections between steps, not in its times.
+
+    NOTE: the median, not the best: a pure-Python step allocates ~65,000 objects and pays for the cyclic
+    GC in some steps but not others; the median charges each implementation its typical step.
+    NOTE: torch runs on one intra-op thread, as every other implementation here does (with its default of
+    one thread per core, a shared or loaded machine made its step 10-100x slower and its time meaningless).
+    """
+    X, y = moons(seed)
+    weights = initial_weights(2, (16, 16), seed)
+    # (warm-up steps, timed steps) per cost class: fast, per-scalar on the engine, pure Python
+    plan = [(3, 10), (1, 5), (1, 2)] if quick else [(5, 100), (2, 20), (1, 10)]
+    rows = []
+    for name, factory, cost in moons_step_implementations(weights, X, y, 100):
+        if progress:
+            progress(name)
+        warmup, repeats = plan[cost]
+        row: dict[str, Any] = {"workload": MOONS_WORKLOAD, "implementation": name, "repeats": repeats}
+        with _one_torch_thread(name.startswith("torch")):
+            _time_backend(row, factory, warmup, repeats)
+        rows.append(row)
+    ref = next(r for r in rows if r["implementation"] == REFERENCE_NAME)
+    for r in rows:
+        r["vs_reference"] = ref["ms"] / r["ms"]
+        r["gc_off_vs_reference"] = ref["gc_off_ms"] / r["gc_off_ms"]
+    return rows
+
+
+@contextlib.contextmanager
+def _one_torch_thread(active: bool) -> Iterator[None]:
+    """torch.set_num_threads(1) inside the block (restored after) when `active`."""
+    if not active:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_backend(row: dict[str, Any], factory: Callable[[], Any], warmup: int, repeats: int) -> None:
+    """Fill `row` with the median/best step times (GC on, then off, each on a fresh backend)."""
+    for prefix, gc_enabled in (("", True), ("gc_off_", False)):
+        backend = factory()
+        for k in range(warmup):
+            out = backend.train_step()
+            if k == 0 and gc_enabled:
+                row["nodes"] = step_graph_nodes(out[0])
+            del out  # nothing of a step's graph may stay alive into the timed steps
+        times = _time_steps(backend, repeats, gc_enabled)
+        del backend
+        row[prefix + "ms"] = 1e3 * times[len(times) // 2]
+        row[prefix + "best_ms"] = 1e3 * times[0]
+
+
+def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str | None = None,
+              only: str | None = None, out: TextIO | None = None) -> int:
+    """`python -m fastgrad bench`: Markdown tables of the engine workloads and of the two-moons training
+    step; optionally the rows as JSON and a plot."""
+    out = out if out is not None else sys.stdout
+    if plot_path and importlib.util.find_spec("matplotlib") is None:
+        print("error: --plot needs matplotlib, which is not installed: "
+              "pip install matplotlib (or pip install 'fastgrad[plot]')", file=sys.stderr)
+        return 2
+    info = machine_info()
+    print(f"fastgrad {info['fastgrad']} bench{' --quick' if quick else ''}, {info['date']}, "
+          f"on {info['machine']}", file=out)
+    print(f"GC policy, every engine, every table: {workloads.GC_POLICY}.", file=out)
+    out.flush()
+    engine: list[dict[str, Any]] = []
+    moons: list[dict[str, Any]] = []
+    if only != "moons":
+        _status("engine workloads")
+        engine = [dict(r) for r in workloads.run_all(quick=quick)]
+        print("\n## Engine workloads\n", file=out)
+        print("ns/op (program): time / the ops of the program as written, the same for every engine. "
+              "ns/node, bytes/node (own graph): / the nodes of that engine's own graph, leaves and constants "
+              "included (counted). Best of repeats.\n", file=out)
+        print(workloads.markdown_table(engine), file=out)
+    if only != "engine":
+        moons = bench_moons_step(quick=quick, progress=lambda name: _status(f"moons step: {name}"))
+        _status("")
+        print(f"\n## Training step: {MOONS_WORKLOAD}\n", file=out)
+        print("zero_grad + forward over the 100 points + backward + update (+ freeing the graph); "
+              "median of the timed steps. Graph nodes: one step's graph, leaves included (torch: autograd "
+              "nodes, one per tensor op). GC off: a collection between steps, untimed, frees micrograd's "
+              "graphs (reference cycles) outside its times.\n", file=out)
+        print(moons_table(moons), file=out)
+        print("\n" + "\n".join(moons_targets(moons)), file=out)
+    _status("")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"machine": info, "quick": quick, "engine": engine, "moons_step": moons}, f, indent=2)
+        print(f"\nrows written to {json_path}", file=out)
+    if plot_path:
+        plot_bench(engine, moons, plot_path, f"fastgrad bench on {info['machine']}")
+        print(f"plot written to {plot_path}", file=out)
+    return 0
+
+
+def machine_info() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+                   f"Python {platform.python_version()}",
+        "fastgrad": fastgrad.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def moons_table(rows: list[dict[str, Any]]) -> str:
+    """The moons-step rows as a Markdown table: under the GC policy, then with the GC off (whose best step is
+    in the JSON only)."""
+    mg = next((r for r in rows if r["implementation"] == "micrograd"), None)
+    columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("implementation", lambda r: r["implementation"]),
+        ("graph nodes / step", lambda r: "" if r.get("nodes") is None else f"{r['nodes']:,}"),
+        ("steps timed", lambda r: str(r["repeats"])),
+    ]
+    for key, label in [("", "")] + ([("gc_off_", "GC off: ")] if all("gc_off_ms" in r for r in rows) else []):
+        columns.append((f"{label}ms / step (median)", lambda r, k=key: f"{r[k + 'ms']:.3f}"))
+        if not key:
+            columns.append(("best", lambda r: "" if r.get("best_ms") is None else f"{r['best_ms']:.3f}"))
+        columns.append((f"{label}speedup vs reference.py", lambda r, k=key: f"{r[k + 'vs_reference']:.1f}x"))
+        if mg is not None:
+            columns.append((f"{label}speedup vs micrograd",
+                            lambda r, k=key: f"{mg[k + 'ms'] / r[k + 'ms']:.1f}x"))
+    lines = ["| " + " | ".join(name for name, _ in columns) + " |",
+             "|---|" + "---:|" * (len(columns) - 1)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def moons_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets for the moons step, checked against this run."""
+
+
+    speed = {r["implementation"]: r["vs_reference"] for r in rows if r.get("workload") == MOONS_WORKLOAD}
+    lines = []
+    targets = (("fastgrad.nn (one fused call per layer)", 250), ("fg.Value, micrograd-style per-scalar", 40))
+    for name, target in targets:
+        if name in speed:
+            verdict = "met" if speed[name] >= target else "NOT met"
+            lines.append(f"target: {name} >= {target}x faster than reference.py: "
+                         f"{speed[name]:.1f}x ({verdict})")
+    return lines
+
+
+def plot_bench(engine: list[dict[str, Any]], moons: list[dict[str, Any]], path: str, title: str) -> None:
+    """Two panels: the engine workloads' speedups over reference.py, and the moons step's time per
+    implementation (log scales)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in (engine, moons) if p]
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(9, 1.5 + 0.4 * sum(len(p) for p in panels) + 0.8 * len(panels)))
+    for ax, rows in zip(axes[:, 0], panels):
+        if rows is engine:
+            names = [f"{r['name']} ({r['unit']})" for r in rows]
+            values = [r["ratio"] for r in rows]
+            ax.set_xlabel("reference.py / fastgrad (log scale; higher is better)")
+            ax.set_title("engine workloads", fontsize=10)
+            labels = [f" {_short(v)}x" for v in values]
+        else:
+            names = [r["implementation"] for r in rows]
+            values = [r["ms"] for r in rows]
+            ax.set_xlabel("ms per step (log scale; lower is better)")
+            ax.set_title("two-moons training step", fontsize=10)
+            labels = [f" {_short(v)} ms" for v in values]
+        ax.barh(range(len(rows)), values, color="#4c72b0")
+        ax.set_yticks(range(len(rows)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlim(right=max(values) * 4)  # room for the labels
+        for i, (v, label) in enumerate(zip(values, labels)):
+            ax.text(v, i, label, va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _short(value: float) -> str:
+    """3 significant digits, without an exponent below a million."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _status(text: str) -> None:
+    """A transient status line on a terminal's stderr (nothing when stderr is not a terminal)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + (f"running {text} ..." if text else ""))
+        sys.stderr.flush()
+
