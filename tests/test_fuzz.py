@@ -847,13 +847,13 @@ def test_op_table_covers_every_op_form_and_constant():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Bugs the fuzzer found, one small regression test each (strict xfail: a fix makes them fail until the
-# marker goes)
+# Bugs the fuzzer found, one small regression test each. A bug still open is a strict xfail naming it (a fix
+# makes it fail until the marker goes); a fixed one stays here as an ordinary test.
 # ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="engine: d(a/b)/db is computed as -(a/b) * (1/b), and 1/b overflows "
-                   "for a subnormal b: -inf or nan where -a/b**2 is finite (or 0)")
 def test_gradient_of_division_by_a_subnormal_is_finite():
+    """Fixed: d(a/b)/db was computed as -(a/b) * (1/b), and 1/b overflows for a subnormal b (-inf or nan
+    where -a/b**2 is finite or 0); it is now -y / b."""
     for a, b in ((1e-320, 1e-310), (0.0, 2.2250738585072e-309)):
         grads = {}
         for module in (fg, reference):
@@ -864,10 +864,9 @@ def test_gradient_of_division_by_a_subnormal_is_finite():
         assert close_gradient(grads[fg], grads[reference], math.fabs(grads[reference])), (a, b, grads)
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError,
-                   reason="_symbolic: the graph-building rule of x / k computes 1.0 / k in Python: x / 0.0 "
-                   "raises in nested transforms and in forward mode through custom ops")
 def test_differentiable_derivatives_of_division_by_zero_are_ieee():
+    """Fixed: the graph-building rule of x / k computed 1.0 / k in Python, so x / 0.0 raised
+    ZeroDivisionError in nested transforms and in forward mode through custom ops."""
     assert fg.grad(fg.grad(lambda x: x / 0.0))(1.0) == 0.0
     value, tangent = fg.jvp(lambda x: x / 0.0 + CUSTOM["cube"](x), (1.0,), (1.0,))
     assert value == inf and tangent == inf
