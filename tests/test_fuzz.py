@@ -31,8 +31,9 @@ constant of its pools) gets checks 1-3 at drawn edge points and at every special
 values are compared with the rows' `python` expressions on Python floats on a dense grid, where rare rounding
 differences show (libm's pow against x*x differs in ~0.1% of squares).
 
-Checks 1 and 2 run through every entry of `EVALUATORS` (only eager graph building today; a compiled replay
-joins there). The default profile is fixed-seed and takes ~25 s; the long one checks ~10^5 graphs:
+Checks 1 and 2 run through every entry of `EVALUATORS`: eager graph building, and ``fg.compile``'s replay
+(traced at the first point, replayed at the others). The default profile is fixed-seed and takes ~25 s; the
+long one checks ~10^5 graphs:
 
     FASTGRAD_FUZZ=long python -m pytest -q tests/test_fuzz.py -p no:cacheprovider --hypothesis-show-statistics
 
@@ -844,10 +845,39 @@ def eager(program, points, backward):
     return [evaluate(fg, program, point, backward) for point in points]
 
 
+def compiled(program, points, backward):
+    """fg.compile: the program traced once, at points[0], with its leaves as Vars made outside (parameters),
+    then replayed at every point after setting the leaves' .data. Every node's value comes back as an
+    auxiliary result; gradients only for the leaves (a replay has no interior nodes to hold .grad: None).
+    A program with a custom op must be refused (TypeError): then eager mode stands in."""
+    n = program.n_leaves
+    leaves = [fg.Var(x) for x in points[0]]
+
+    def f():
+        nodes = build(fg, program, leaves)
+        return fg.sum([nodes[i] for i in program.sinks]), nodes[n:]
+
+    step = fg.compile(f, backward=backward)
+    out = []
+    for point in points:
+        for leaf, x in zip(leaves, point):
+            leaf.data = x
+            leaf.grad = 0.0
+        try:
+            loss, values = step()
+        except TypeError as e:
+            assert any(ins.op in CUSTOM for ins in program.code) and "custom op" in str(e), e
+            event("compiled: custom op refused")
+            return eager(program, points, backward)
+        grads = [leaf.grad for leaf in leaves] + [None] * len(program.code) if backward else None
+        out.append(Evaluation([*point, *values, loss.data], grads))
+    assert step.traces == 1
+    return out
+
+
 # Every way of running a program on the engine: evaluator(program, points, backward) -> [Evaluation].
-# Checks 1 and 2 hold for each of them.
-# NOTE: the compiled replay (fg.compile: trace once at points[0], replay at the other points) goes here.
-EVALUATORS = {"eager": eager}
+# Checks 1 and 2 hold for each of them (a gradient an evaluator cannot give is None, and not compared).
+EVALUATORS = {"eager": eager, "compiled": compiled}
 
 
 def bits(x):
@@ -892,7 +922,7 @@ def check_against_reference(program, evaluator):
                 f"[{name}] value of {'out' if node is None else f'v{i}'}: engine {describe(x)}, "
                 f"reference {describe(y)}\n{program.source(point, node)}")
         for i, (x, y, scale) in enumerate(zip(got.grads or (), want.grads or (), want.scales or ())):
-            assert close_gradient(x, y, scale), (
+            assert x is None or close_gradient(x, y, scale), (
                 f"[{name}] v{i}.grad: engine {describe(x)}, reference {describe(y)} (scale {scale!r})\n"
                 f"{program.source(point)}")
 
