@@ -42,7 +42,8 @@ def _enter_trace():
 
 def _exit_trace():
     global _tracing_thread, _tracing_depth
-    _tracing_depth -= 1
+    if _tracing_depth > 0:
+        _tracing_depth -= 1
     if _tracing_depth == 0:
         _tracing_thread = 0
 
@@ -102,7 +103,9 @@ cdef intp scan(list roots, i64 floor, u32* mark, u32 ep, const u32* done, u32 do
                         take(A.p1[j], floor, mark, ep, done, done_ep, &pending, ext)
             j -= 1
         if pending > 0:
-            s = A.seg[base >> SEG_SHIFT].prev     # pending nodes are older: s >= 0
+            s = A.seg[base >> SEG_SHIFT].prev     # pending nodes are older, so there is an older segment
+            if s < 0:
+                raise RuntimeError("record(): a node's parent is not older than it (corrupt arena)")
             j = (<i64>s << SEG_SHIFT) + A.seg[s].fill - 1
     return n
 
