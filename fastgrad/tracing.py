@@ -105,22 +105,43 @@ class _Entry:
         self.aux_def = aux_def          # structure of the auxiliary results (None: a Var result)
 
 
-class Compiled:
-    """A function compiled by ``fg.compile``: call it like the function."""
+class _Traced:
+    """What fg.compile's and fg.vmap's callables share: the function and its tapes, one per argument
+    structure, the least recently used dropped beyond ``cache_size``."""
 
-    def __init__(self, fn: Callable[..., Any], *, check: bool, backward: bool, cache_size: int):
+    def __init__(self, fn: Callable[..., Any], backward: bool, cache_size: int):
         self.fn = fn
-        self.check = check
         self.backward = backward
         self.cache_size = cache_size
         self._cache: "collections.OrderedDict[Any, _Entry]" = collections.OrderedDict()
-        self._checks_left = 3 if check else 0
         self.traces = 0                 # how many times fn was traced
         functools.update_wrapper(self, fn)
 
     def clear(self) -> None:
         """Forget every tape (the next call traces again)."""
         self._cache.clear()
+
+    def _entry(self, key: Any, args: Tuple[Any, ...]) -> _Entry:
+        """The tape of structure ``key``, traced on ``args`` if it is not cached."""
+        entry = self._cache.get(key)
+        if entry is None:
+            self.traces += 1
+            entry = _trace(self.fn, args)
+            self._cache[key] = entry
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return entry
+
+
+class Compiled(_Traced):
+    """A function compiled by ``fg.compile``: call it like the function."""
+
+    def __init__(self, fn: Callable[..., Any], *, check: bool, backward: bool, cache_size: int):
+        super().__init__(fn, backward, cache_size)
+        self.check = check
+        self._checks_left = 3 if check else 0
 
     def tape(self, *args: Any) -> Tape:
         """The tape these (numeric) arguments replay, tracing it if needed."""
@@ -156,18 +177,6 @@ class Compiled:
         if aux_def is None:
             return loss
         return loss, aux_def.unflatten([v.data for v in aux_leaves])
-
-    def _entry(self, key: Any, args: Tuple[Any, ...]) -> _Entry:
-        entry = self._cache.get(key)
-        if entry is None:
-            self.traces += 1
-            entry = _trace(self.fn, args)
-            self._cache[key] = entry
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        return entry
 
     def _replay(self, entry: _Entry, x: np.ndarray) -> Any:
         tape = entry.tape
@@ -248,7 +257,8 @@ def _rebuild(tape: Tape, x: np.ndarray) -> Var:
     return nodes[tape.out]
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (fg.vmap's default thread count)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -287,24 +297,15 @@ def vmap(fn: Optional[Callable[..., Any]] = None, *, reduce: str = "mean", backw
                    cache_size=cache_size)
 
 
-class Batched:
+class Batched(_Traced):
     """A per-sample function replayed over batches by ``fg.vmap``: call it with the batch's arrays."""
 
     def __init__(self, fn: Callable[..., Any], *, reduce: str, backward: bool, threads: Optional[int],
                  block: int, cache_size: int):
-        self.fn = fn
+        super().__init__(fn, backward, cache_size)
         self.reduce = reduce
-        self.backward = backward
         self.threads = threads
         self.block = block
-        self.cache_size = cache_size
-        self._cache: "collections.OrderedDict[Any, _Entry]" = collections.OrderedDict()
-        self.traces = 0
-        functools.update_wrapper(self, fn)
-
-    def clear(self) -> None:
-        """Forget every tape (the next call traces again)."""
-        self._cache.clear()
 
     def __call__(self, *batch: Any) -> Any:
         if not batch:
@@ -326,22 +327,14 @@ class Batched:
         if n == 0:
             raise ValueError("fg.vmap: no samples (the sample axis has length 0)")
         key = tuple(arr.shape[1:] for arr in arrays)
-        entry = self._cache.get(key)
-        if entry is None:
-            self.traces += 1
-            entry = _trace(self.fn, tuple(arr[0] if arr.ndim > 1 else arr[0].item() for arr in arrays))
-            self._cache[key] = entry
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
+        entry = self._entry(key, tuple(arr[0] if arr.ndim > 1 else arr[0].item() for arr in arrays))
         X = np.ascontiguousarray(np.concatenate([arr.reshape(n, -1) for arr in arrays], axis=1),
                                  dtype=np.float64)
         tape = entry.tape
         scale = 1.0 / n if self.reduce == "mean" else 1.0
         values = np.empty((n, len(tape.outputs))) if entry.aux_def is not None else None
         losses = tape.run_batch(X, self.backward, scale, self.block,
-                                self.threads or _usable_cores(), values)
+                                self.threads or usable_cores(), values)
         total = 0.0
         for v in losses.tolist():
             total += v

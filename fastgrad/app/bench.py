@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import fastgrad
 from fastgrad.app import workloads
+from fastgrad.tracing import usable_cores
 from fastgrad.app.backends import (
     MOONS_WORKLOAD,
     NUMPY_NAME,
@@ -163,7 +164,7 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         print("\n## Compiled tapes: replay and threads\n", file=out)
         print("fg.compile's replay (forward and backward in one C call) per node of its tape, against eager "
               "mode on the same graph; fg.vmap on two threads against one (this machine's usable cores: "
-              f"{workloads.usable_cores()}). Best of repeats; tracing untimed.\n", file=out)
+              f"{usable_cores()}). Best of repeats; tracing untimed.\n", file=out)
         print(workloads.compiled_markdown_table(compiled), file=out)
         out.flush()
     if only in (None, "moons"):

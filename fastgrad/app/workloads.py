@@ -387,14 +387,6 @@ def _affine_chain(x, n_nodes):
     return y
 
 
-def usable_cores():
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _compiled_row(name, size, unit, measured, baseline, values):
     """``values``: {gc_enabled: (value, baseline value)}."""
     def figures(gc_enabled):
