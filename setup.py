@@ -34,8 +34,8 @@ _cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or ""
 INLINE = [] if "clang" in _cc else ["--param=max-inline-insns-single=1000"]
 
 # the batched replay splits its samples across threads with OpenMP (cython.parallel.prange); on x86-64 its
-# kernels are also built with AVX2 (twice the vector width) as _replay_avx2, which fastgrad.tracing imports
-# only on a CPU that has AVX2. Same operations, same order: the same bits (no -mfma: no fused multiply-add).
+# kernels are also built with AVX2 (twice the vector width) as _replay_avx2, which fg.vmap uses only on a
+# CPU that has AVX2. Same operations, same order: the same bits (no -mfma: no fused multiply-add).
 _REPLAY = os.path.join("src", "fastgrad", "_replay.pyx")
 _REPLAY_AVX2 = os.path.join("src", "fastgrad", "_replay_avx2.pyx")
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")

@@ -1,4 +1,4 @@
-"""fastgrad._replay compiled with -mavx2: the same kernels and results, wider vectors (imported by
-fastgrad.tracing only when the CPU has AVX2)."""
+"""fastgrad._replay compiled with -mavx2: the same kernels and results, wider vectors (fg.vmap's
+batched replay uses it when the CPU has AVX2)."""
 
 include "_replay_impl.pxi"

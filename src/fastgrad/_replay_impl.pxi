@@ -1,5 +1,5 @@
 # The replay kernels, included by _replay.pyx (generic x86-64 / any CPU) and _replay_avx2.pyx (the same
-# code compiled with -mavx2; fastgrad.tracing imports it when the CPU has AVX2). Identical results: the
+# code compiled with -mavx2; fg.vmap uses it when the CPU has AVX2). Identical results: the
 # same IEEE operations in the same order, only wider vectors.
 cimport cython
 from libc.stdlib cimport calloc, free, malloc
