@@ -188,7 +188,7 @@ class Compiled(_Traced):
     def _replay(self, entry: _Entry, x: np.ndarray) -> Any:
         tape = entry.tape
         values = np.empty(len(tape.outputs)) if entry.aux_def is not None else None
-        y = tape.run(x, self.backward, 1.0, None, values)
+        y = tape.run(x, self.backward, 1.0, values)
         if entry.aux_def is None:
             return Var(y)
         return Var(y), _unflatten_values(entry.aux_def, values[1:])
@@ -241,7 +241,7 @@ def _trace(fn: Callable[..., Any], args: Tuple[Any, ...], kind: Any = Tape) -> _
             arrays = _engine.record([loss, *aux_leaves], inputs, floor)
         finally:
             _engine._exit_trace()
-    op, a, b, k, operands, external, out_pos, _ = arrays
+    op, a, b, k, operands, external, out_pos = arrays
     return _Entry(kind(op, a, b, k, operands, external, len(leaves), out_pos), treedef, aux_def)
 
 

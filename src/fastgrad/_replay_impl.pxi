@@ -229,16 +229,12 @@ cdef class Tape:
                     self.external[q].backward(tot)
         return losses
 
-    def run(self, const f64[::1] x not None, bint backward=True, f64 seed=1.0, f64[::1] arg_grad=None,
-            f64[::1] values=None):
+    def run(self, const f64[::1] x not None, bint backward=True, f64 seed=1.0, f64[::1] values=None):
         """Replay on argument values ``x``: returns the output's value; with ``backward``, the external
         leaves' ``.grad`` gain d out / d leaf * seed, exactly as eager ``out.backward(seed)`` would.
-        ``arg_grad`` (optional, one per argument): the arguments' adjoints start there and end there.
         ``values`` (optional, one per output): receives the outputs' values."""
         if x.shape[0] != self.nargs:
             raise ValueError(f"the tape takes {self.nargs} argument values, got {x.shape[0]}")
-        if arg_grad is not None and arg_grad.shape[0] != self.nargs:
-            raise ValueError(f"arg_grad: expected {self.nargs} values, got {arg_grad.shape[0]}")
         cdef intp n = self.n, nin = self.nin, nargs = self.nargs, q
         # NOTE: the scratch is the tape's own, reused by every call. That is safe: the GIL is held from here
         # until the sweeps are done, and what runs Python afterwards (an inner node's backward) reads
@@ -273,17 +269,11 @@ cdef class Tape:
         for q in range(nin - nargs):
             if self._ext_leaf[q]:
                 g[nargs + q] = A.grad[self._ext[q]]
-        if arg_grad is not None:
-            for q in range(nargs):
-                g[q] = arg_grad[q]
         g[self.out] += seed
         sweep_reverse(self._op, self._a, self._b, self._k, self._args, nin, self.out, v, g)
         for q in range(nin - nargs):
             if self._ext_leaf[q]:
                 A.grad[self._ext[q]] = g[nargs + q]
-        if arg_grad is not None:
-            for q in range(nargs):
-                arg_grad[q] = g[q]
         if self._has_inner:
             seeds = [(self.external[q], g[nargs + q]) for q in range(nin - nargs) if not self._ext_leaf[q]]
             for h, s in reversed(seeds):

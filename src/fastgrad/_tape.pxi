@@ -115,12 +115,11 @@ def record(list outs, list args, i64 floor):
     first inputs (in order, reached or not). ``outs[0]`` is the result that is backpropagated; the others
     are only evaluated: the nodes that only they need come after all of ``outs[0]``'s.
 
-    Returns ``(op, a, b, k, operands, external, out_pos, n_loss)``: per tape position ``op`` (uint8), parents
+    Returns ``(op, a, b, k, operands, external, out_pos)``: per tape position ``op`` (uint8), parents
     ``a``, ``b`` (positions, -1: none; an n-ary node's first slot in ``operands`` and its arity) and constant
     ``k`` (a constant leaf's value); ``operands`` (int64 positions of the n-ary nodes' operands); ``external``
     (handles on the nodes made before the trace that it reads, in creation order: positions ``len(args)``
-    onwards); ``out_pos`` (int64 positions of ``outs``); ``n_loss`` (the positions below it are all that
-    ``outs[0]`` needs). Positions ``len(args) + len(external)`` onwards are the body.
+    onwards); ``out_pos`` (int64 positions of ``outs``). Positions ``len(args) + len(external)`` onwards are the body.
     """
     cdef i64 j
     cdef intp nargs = len(args), n = 0, n1, q, m, wk = -1, wk2 = -1, nbody, nin
@@ -160,7 +159,6 @@ def record(list outs, list args, i64 floor):
         for q in range(len(ext)):
             pos[<i64>ext[q]] = nargs + q
         body = [order[q] for q in range(n1 - 1, -1, -1) if order[q] not in is_arg]
-        n_loss = nin + len(body)
         body += [order[q] for q in range(n - 1, n1 - 1, -1) if order[q] not in is_arg]
         nbody = len(body)
         for q in range(nbody):
@@ -194,8 +192,7 @@ def record(list outs, list args, i64 floor):
             release_walk(wk)
         free(order)
         free(pos)
-    return (op_a, a_a, b_a, k_a, np.array(operands, dtype=np.int64), [handle(<i64>i) for i in ext], out_pos,
-            n_loss)
+    return (op_a, a_a, b_a, k_a, np.array(operands, dtype=np.int64), [handle(<i64>i) for i in ext], out_pos)
 
 
 def _is_tracing():
