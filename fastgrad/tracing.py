@@ -36,6 +36,7 @@ import numpy as np
 
 from fastgrad import _engine, _optable, _pytree, _replay
 from fastgrad._engine import Var
+from fastgrad.grad_mode import _grad_on
 
 
 def _has_avx2() -> bool:
@@ -167,6 +168,8 @@ class Compiled(_Traced):
             return self._eager(args)
         key, x = _numeric_arguments(args, "fg.compile")
         entry = self._entry(key, args)
+        if not _engine._is_grad_enabled():
+            return self._replay(entry, x, backward=False)     # inside fg.no_grad: forward only
         if self._checks_left > 0:
             self._checks_left -= 1
             return self._checked(entry, x, args)
@@ -185,10 +188,10 @@ class Compiled(_Traced):
             return loss
         return loss, aux_def.unflatten([v.data for v in aux_leaves])
 
-    def _replay(self, entry: _Entry, x: np.ndarray) -> Any:
+    def _replay(self, entry: _Entry, x: np.ndarray, backward: bool = True) -> Any:
         tape = entry.tape
         values = np.empty(len(tape.outputs)) if entry.aux_def is not None else None
-        y = tape.run(x, self.backward, 1.0, values)
+        y = tape.run(x, self.backward and backward, 1.0, values)
         if entry.aux_def is None:
             return Var(y)
         return Var(y), _unflatten_values(entry.aux_def, values[1:])
@@ -229,6 +232,7 @@ class Compiled(_Traced):
         return f"<fg.compile of {getattr(self.fn, '__qualname__', self.fn)!s}: {len(self._cache)} tape(s)>"
 
 
+@_grad_on
 def _trace(fn: Callable[..., Any], args: Tuple[Any, ...], kind: Any = Tape) -> _Entry:
     """Run fn on fresh leaves shaped like args (numbers and arrays only) and record the tape."""
     leaves, treedef = _pytree.flatten(tuple(args), "fg.compile arguments")
@@ -245,6 +249,7 @@ def _trace(fn: Callable[..., Any], args: Tuple[Any, ...], kind: Any = Tape) -> _
     return _Entry(kind(op, a, b, k, operands, external, len(leaves), out_pos), treedef, aux_def)
 
 
+@_grad_on
 def _rebuild(tape: Tape, x: np.ndarray) -> Var:
     """The tape's graph built again with the public API at argument values x; returns output 0."""
     import fastgrad as fg
@@ -342,7 +347,7 @@ class Batched(_Traced):
         tape = entry.tape
         scale = 1.0 / n if self.reduce == "mean" else 1.0
         values = np.empty((n, len(tape.outputs))) if entry.aux_def is not None else None
-        losses = tape.run_batch(X, self.backward, scale, self.block,
+        losses = tape.run_batch(X, self.backward and _engine._is_grad_enabled(), scale, self.block,
                                 self.threads or usable_cores(), values)
         total = 0.0
         for v in losses.tolist():

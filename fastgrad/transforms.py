@@ -31,6 +31,7 @@ import fastgrad as fg
 from fastgrad import _engine, _symbolic
 from fastgrad._pytree import LEAF, TreeDef, contains_var, flatten
 from fastgrad._symbolic import Expr
+from fastgrad.grad_mode import _grad_on
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "hessian", "hvp"]
 
@@ -321,6 +322,7 @@ def value_and_grad(fun: Callable, argnums: ArgNums = 0, has_aux: bool = False) -
     single = not isinstance(argnums, (tuple, list))
 
     @functools.wraps(fun)
+    @_grad_on
     def value_and_grad_fun(*args: Any, **kwargs: Any) -> Any:
         trace = _Trace(fun, args, kwargs, _resolve_argnums(nums, len(args), "grad"), single, "grad", has_aux)
         _scalar_output(trace, "grad")
@@ -341,6 +343,7 @@ def grad(fun: Callable, argnums: ArgNums = 0, has_aux: bool = False) -> Callable
     value_and_grad_fun = value_and_grad(fun, argnums, has_aux)
 
     @functools.wraps(fun)
+    @_grad_on
     def grad_fun(*args: Any, **kwargs: Any) -> Any:
         value, gradient = value_and_grad_fun(*args, **kwargs)
         return (gradient, value[1]) if has_aux else gradient
@@ -348,6 +351,7 @@ def grad(fun: Callable, argnums: ArgNums = 0, has_aux: bool = False) -> Callable
     return grad_fun
 
 
+@_grad_on
 def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> Tuple[Any, ...]:
     """Return ``(fun(*primals), vjp_fn)``; ``vjp_fn(ct)`` is the tuple of ``ct``-weighted gradients w.r.t.
     each primal (reverse mode). With ``has_aux=True``: ``(value, vjp_fn, aux)``.
@@ -357,6 +361,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> Tuple[Any, ...]:
     _check_callable(fun, "vjp")
     trace = _Trace(fun, primals, {}, None, False, "vjp", has_aux)
 
+    @_grad_on
     def vjp_fn(cotangent: Any) -> Tuple[Any, ...]:
         leaves, ct_def = flatten(cotangent, "vjp: cotangent")
         if _structure(ct_def) != _structure(trace.out_def):
@@ -372,6 +377,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False) -> Tuple[Any, ...]:
     return trace.value(), vjp_fn
 
 
+@_grad_on
 def jvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any],
         has_aux: bool = False) -> Tuple[Any, ...]:
     """Return ``(fun(*primals), J @ tangents)``: forward mode, one tangent sweep over the tape (in C).
@@ -402,6 +408,7 @@ def jacobian(fun: Callable, argnums: ArgNums = 0, mode: str = "auto", has_aux: b
     single = not isinstance(argnums, (tuple, list))
 
     @functools.wraps(fun)
+    @_grad_on
     def jacobian_fun(*args: Any, **kwargs: Any) -> Any:
         trace = _Trace(fun, args, kwargs, _resolve_argnums(nums, len(args), "jacobian"), single, "jacobian",
                        has_aux)
@@ -433,6 +440,7 @@ def hessian(fun: Callable, argnums: ArgNums = 0) -> Callable:
     single = not isinstance(argnums, (tuple, list))
 
     @functools.wraps(fun)
+    @_grad_on
     def hessian_fun(*args: Any, **kwargs: Any) -> Any:
         trace = _Trace(fun, args, kwargs, _resolve_argnums(nums, len(args), "hessian"), single, "hessian")
         _scalar_output(trace, "hessian")
@@ -446,6 +454,7 @@ def hessian(fun: Callable, argnums: ArgNums = 0) -> Callable:
     return hessian_fun
 
 
+@_grad_on
 def hvp(fun: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> Tuple[Any, ...]:
     """Hessian-vector product of scalar-valued `fun` at `primals` along `tangents` (forward-over-reverse).
 

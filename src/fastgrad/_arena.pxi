@@ -116,8 +116,20 @@ cdef intp new_tail() except -1:
     return s
 
 
+cdef inline bint grad_off() noexcept nogil:
+    """Is the calling thread inside ``no_grad`` (operations make frozen leaves, not graph nodes)?"""
+    return fastgrad_grad_off_threads != 0 and fastgrad_grad_off != 0
+
+
 cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1:
-    """Append a node to the tail segment; ``a``/``b`` are parents (-1: none). Returns its index."""
+    """Append a node to the tail segment; ``a``/``b`` are parents (-1: none). Returns its index.
+
+    Inside ``no_grad`` an operation's node is a leaf holding its value (no parents)."""
+    if op != OP_LEAF and grad_off():
+        op = OP_LEAF
+        a = -1
+        b = -1
+        k = 0.0
     cdef intp s = A.tail
     if s < 0 or A.seg[s].fill == SEG_SIZE:
         s = new_tail()
@@ -142,7 +154,10 @@ cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1:
 
 
 cdef i64 new_nary(u8 op, const i64* arg, intp n, intp arity, f64 y) except -1:
-    """Append an n-ary node (SUM, DOT, CUSTOM) over ``n`` operand indices; p1 holds ``arity``."""
+    """Append an n-ary node (SUM, DOT, CUSTOM) over ``n`` operand indices; p1 holds ``arity``.
+    Inside ``no_grad``: a leaf (see ``new_node``)."""
+    if grad_off():
+        return new_node(OP_LEAF, -1, -1, 0.0, y)
     cdef i64 i = new_node(op, -1, -1, 0.0, y)
     A.p1[i] = arity
     attach_args(i, arg, n)
@@ -240,6 +255,8 @@ cdef void drop(i64 i) noexcept:
                 A.refc[p] -= 1
                 if A.refc[p] == 0:
                     push(&head, p)
+        if _n_meta != 0:
+            forget_meta(i)
         # a segment is released only once all its nodes are processed, so the p0/p1/arg still needed
         # by nodes on the work list stay intact
         s = <intp>(i >> SEG_SHIFT)
@@ -247,6 +264,16 @@ cdef void drop(i64 i) noexcept:
         A.seg[s].alive -= 1
         if A.seg[s].alive == 0:
             release(s)
+
+
+cdef void forget_meta(i64 i) noexcept:
+    """Drop freed node ``i``'s micrograd extras (label, constructor children), if it had any.
+    (Releasing the children's handles may free more nodes: ``drop`` is re-entrant, see ``_custom_fns``.)"""
+    global _n_meta
+    if _labels.pop(i, None) is not None:
+        _n_meta -= 1
+    if _given.pop(i, None) is not None:
+        _n_meta -= 1
 
 
 cdef Arena* arena() noexcept:

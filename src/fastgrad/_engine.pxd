@@ -47,6 +47,14 @@ ctypedef struct Arena:
     f64* aux         # aux[i]: constant operand k of the *C ops (a work-list link once i is freed)
     f64* grad        # grad[i]: .grad (leaves accumulate; interior nodes: set by the last backward reaching them)
 
+# aux[i] of a leaf: 0.0 for a leaf that accumulates gradients, FROZEN for one that does not
+# (``requires_grad_(False)``)
+cdef extern from *:
+    """
+    #define FASTGRAD_FROZEN 1.0
+    """
+    const f64 FROZEN "FASTGRAD_FROZEN"
+
 cdef class Var:
     cdef i64 idx            # the node this handle holds a reference on; -1 until __init__ gives it one
     cdef object __weakref__

@@ -36,6 +36,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 import numbers
+import weakref
 
 import numpy as np
 
@@ -51,6 +52,27 @@ cdef enum:
 
 # custom-op callbacks: node index -> backward callable; dropped when the node is freed
 cdef dict _custom_fns = {}
+
+# micrograd's per-node extras (fg.Value): node index -> label, and node index -> (children, op) given to the
+# constructor; dropped when the node is freed. _n_meta counts the entries of both, so that freeing a node
+# costs one integer test while no node has any.
+cdef dict _labels = {}
+cdef dict _given = {}
+cdef intp _n_meta = 0
+
+# Has any leaf ever been frozen (requires_grad_(False))? Until then backward skips the frozen test.
+cdef bint _any_frozen = False
+
+# Grad mode (fg.no_grad): a per-thread flag, and the number of threads that have it set. Node creation
+# tests the plain counter first, so the thread-local read is paid only while some thread is in no_grad.
+# The GIL serialises every change (set_grad_enabled runs with it held).
+cdef extern from *:
+    """
+    static __thread int fastgrad_grad_off = 0;
+    static int fastgrad_grad_off_threads = 0;
+    """
+    int fastgrad_grad_off
+    int fastgrad_grad_off_threads
 
 
 include "_arena.pxi"

@@ -136,7 +136,118 @@ def real(x, what="value"):
     return as_float(x, what)
 
 
-def _rebuild_leaf(data, grad):
+def _rebuild_leaf(data, grad, frozen=False, label=''):
     cdef Var v = make_leaf(data)
     A.grad[v.idx] = grad
+    if frozen:
+        v.requires_grad_(False)
+    if label:
+        set_label(v, label)
     return v
+
+
+# ---------------------------------------------------------------------------------------------------
+# micrograd's per-node extras: label, constructor children and op, _prev
+# ---------------------------------------------------------------------------------------------------
+
+# node index -> a handle on it that _prev hands out (the user's own handle once it is labelled)
+_prev_handles = weakref.WeakValueDictionary()
+
+# op name -> micrograd's symbol (the others keep their name: 'tanh', 'exp', ...)
+_MICROGRAD_OPS = {"leaf": "", "add": "+", "addc": "+", "sub": "-", "rsubc": "-", "mul": "*", "mulc": "*",
+                  "div": "/", "divc": "/", "rdivc": "/", "relu": "ReLU"}
+
+
+cdef tuple check_children(object children):
+    try:
+        items = tuple(children)
+    except TypeError:
+        raise TypeError(f"_children must be an iterable of Vars, got {type(children).__name__}") from None
+    for c in items:
+        if not isinstance(c, Var):
+            raise TypeError(f"_children must hold Vars, got {type(c).__name__}")
+    return items
+
+
+cdef str check_op(object op):
+    if not isinstance(op, str):
+        raise TypeError(f"_op must be a str, got {type(op).__name__}")
+    return op
+
+
+cdef int check_label(object label) except -1:
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str, got {type(label).__name__}")
+    return 0
+
+
+cdef int set_given(Var v, tuple given) except -1:
+    global _n_meta
+    if v.idx not in _given:
+        _n_meta += 1
+    _given[v.idx] = given
+    return 0
+
+
+cdef int set_label(Var v, str label) except -1:
+    global _n_meta
+    cdef i64 i = idx_of(v)
+    if not label:
+        if _labels.pop(i, None) is not None:
+            _n_meta -= 1
+        return 0
+    if i not in _labels:
+        _n_meta += 1
+    _labels[i] = label
+    _prev_handles[i] = v
+    return 0
+
+
+cdef Var shared_handle(i64 i):
+    """The handle ``_prev`` gives for node ``i``: the one handed out before while it lives, else a new one."""
+    h = _prev_handles.get(i)
+    if h is None:
+        h = handle(i)
+        _prev_handles[i] = h
+    return <Var>h
+
+
+cdef set prev_of(Var v):
+    cdef i64 i = idx_of(v), m
+    cdef u8 op = A.op[i]
+    if _n_meta != 0 and i in _given:
+        return set(_given[i][0])
+    if op == OP_LEAF:
+        return set()
+    if is_nary(op):
+        return {shared_handle(args_of(i)[m]) for m in range(nary_slots(i))}
+    if A.p1[i] >= 0:
+        return {shared_handle(A.p0[i]), shared_handle(A.p1[i])}
+    return {shared_handle(A.p0[i])}
+
+
+cdef str micrograd_op(u8 op, f64 k):
+    name = OP_NAMES[op]
+    if name == "powc":
+        if -1e15 < k < 1e15 and k == <f64>(<i64>k):
+            return f"**{<i64>k}"       # micrograd prints the exponent as given: 2, not 2.0
+        return f"**{k!r}"
+    return _MICROGRAD_OPS.get(name, name)
+
+
+def _set_grad_enabled(bint mode):
+    """Set the calling thread's grad mode; returns the previous one (see ``fastgrad.no_grad``)."""
+    global fastgrad_grad_off, fastgrad_grad_off_threads
+    cdef bint was_on = fastgrad_grad_off == 0
+    if mode and not was_on:
+        fastgrad_grad_off = 0
+        fastgrad_grad_off_threads -= 1
+    elif not mode and was_on:
+        fastgrad_grad_off = 1
+        fastgrad_grad_off_threads += 1
+    return was_on
+
+
+def _is_grad_enabled():
+    """Is the calling thread's grad mode on (operations record graph nodes)?"""
+    return fastgrad_grad_off == 0

@@ -88,7 +88,8 @@ def same_nodes(params, const i64[::1] index not None):
 
 
 def memory_stats():
-    """Arena bookkeeping: segment size, live and pooled segments, allocated and live node slots."""
+    """Arena bookkeeping: segment size, live and pooled segments, allocated and live node slots, and the
+    micrograd extras held (labels and constructor children, one entry per node that has them)."""
     return {
         "segment_size": SEG_SIZE,
         "segments_live": A.nlive,
@@ -97,6 +98,7 @@ def memory_stats():
         "nodes_live_upper": A.nlive * SEG_SIZE,
         "nodes_alive": A.nalive,
         "walk_records": A.nwalk,
+        "micrograd_extras": _n_meta,
     }
 
 

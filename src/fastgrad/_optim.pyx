@@ -10,6 +10,8 @@ evaluation order), so float64 results agree with ``torch.optim`` to the last bit
 The per-step scalars (bias corrections, decayed learning rates) are computed by the Python caller with
 Python floats, exactly as PyTorch computes them.
 
+Frozen parameters (``requires_grad_(False)``) are skipped by every update: value and state untouched.
+
 WARNING: ``value_ptr()``/``grad_ptr()`` move whenever the arena grows. They are fetched at the start of each
 call and never kept, and the loops run with the GIL held: releasing it would let another thread create nodes,
 ``realloc`` the arena and leave these pointers dangling. (A step over a few thousand parameters takes
@@ -17,7 +19,7 @@ microseconds; there is nothing to gain from ``nogil`` here.)
 """
 from libc.math cimport sqrt
 
-from fastgrad._engine cimport grad_ptr, live_leaf, value_ptr
+from fastgrad._engine cimport FROZEN, arena, grad_ptr, live_leaf, value_ptr
 from fastgrad._types cimport f64, i64, intp
 
 
@@ -83,11 +85,14 @@ cdef void sgd_loop(const i64* index, intp n, f64* buf, f64 lr, f64 momentum, f64
                    f64 weight_decay, bint nesterov, bint maximize, bint init_buffer) noexcept:
     cdef f64* value = value_ptr()
     cdef f64* grad = grad_ptr()
+    cdef const f64* aux = arena().aux
     cdef intp i
     cdef i64 j
     cdef f64 g, b
     for i in range(n):
         j = index[i]
+        if aux[j] == FROZEN:     # requires_grad_(False): no update, state untouched
+            continue
         g = coupled_grad(grad[j], value[j], weight_decay, maximize)
         if momentum != 0.0:
             if init_buffer:
@@ -115,11 +120,14 @@ cdef void adagrad_loop(const i64* index, intp n, f64* state_sum, f64 clr, f64 ep
                        bint maximize) noexcept:
     cdef f64* value = value_ptr()
     cdef f64* grad = grad_ptr()
+    cdef const f64* aux = arena().aux
     cdef intp i
     cdef i64 j
     cdef f64 g, s
     for i in range(n):
         j = index[i]
+        if aux[j] == FROZEN:     # requires_grad_(False): no update, state untouched
+            continue
         g = coupled_grad(grad[j], value[j], weight_decay, maximize)
         s = state_sum[i] + 1.0 * g * g
         state_sum[i] = s
@@ -150,11 +158,14 @@ cdef void rmsprop_loop(const i64* index, intp n, f64* square_avg, f64* grad_avg,
                        bint maximize) noexcept:
     cdef f64* value = value_ptr()
     cdef f64* grad = grad_ptr()
+    cdef const f64* aux = arena().aux
     cdef intp i
     cdef i64 j
     cdef f64 g, v, ga, avg, b
     for i in range(n):
         j = index[i]
+        if aux[j] == FROZEN:     # requires_grad_(False): no update, state untouched
+            continue
         g = coupled_grad(grad[j], value[j], weight_decay, maximize)
         v = square_avg[i] * alpha + (1.0 - alpha) * g * g
         square_avg[i] = v
@@ -197,11 +208,14 @@ cdef void adam_loop(const i64* index, intp n, f64* exp_avg, f64* exp_avg_sq, f64
                     f64 bias_correction2_sqrt, bint decoupled, bint amsgrad, bint maximize) noexcept:
     cdef f64* value = value_ptr()
     cdef f64* grad = grad_ptr()
+    cdef const f64* aux = arena().aux
     cdef intp i
     cdef i64 j
     cdef f64 g, p, m, v, vmax
     for i in range(n):
         j = index[i]
+        if aux[j] == FROZEN:     # requires_grad_(False): no update, state untouched
+            continue
         g = -grad[j] if maximize else grad[j]
         p = value[j]
         if weight_decay != 0.0:

@@ -6,7 +6,7 @@ from libc.stdlib cimport calloc, free, malloc
 
 import numpy as np
 
-from fastgrad._engine cimport Arena, Var, arena, node_index
+from fastgrad._engine cimport FROZEN, Arena, Var, arena, node_index
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
@@ -224,7 +224,8 @@ cdef class Tape:
                 for blk in range(nblk):
                     tot = tot + vp[blk, q]
                 if self._ext_leaf[q]:
-                    A.grad[self._ext[q]] += tot
+                    if A.aux[self._ext[q]] != FROZEN:      # a frozen leaf takes no gradient
+                        A.grad[self._ext[q]] += tot
                 else:
                     self.external[q].backward(tot)
         return losses
@@ -272,7 +273,7 @@ cdef class Tape:
         g[self.out] += seed
         sweep_reverse(self._op, self._a, self._b, self._k, self._args, nin, self.out, v, g)
         for q in range(nin - nargs):
-            if self._ext_leaf[q]:
+            if self._ext_leaf[q] and A.aux[self._ext[q]] != FROZEN:    # a frozen leaf takes no gradient
                 A.grad[self._ext[q]] = g[nargs + q]
         if self._has_inner:
             seeds = [(self.external[q], g[nargs + q]) for q in range(nin - nargs) if not self._ext_leaf[q]]
