@@ -1,6 +1,6 @@
 """Neural-network building blocks: micrograd's `Neuron`/`Layer`/`MLP`, PyTorch's `Linear`/`Sequential`,
 activation and loss modules, and the functional API (`fastgrad.nn.functional`)."""
-from fastgrad.nn import functional
+from fastgrad.nn import functional, init, utils
 from fastgrad.nn.layers import MLP, Identity, Layer, Linear, Neuron, ReLU, Sequential, Sigmoid, Tanh
 from fastgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HingeLoss, MSELoss
 from fastgrad.nn.module import IncompatibleKeys, Module
@@ -22,4 +22,6 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "functional",
+    "init",
+    "utils",
 ]
