@@ -383,7 +383,7 @@ class _Indexed(Module):
 
     def _checked(self, modules: Any, what: str) -> list[Module]:
         """`modules` as a list, TypeError unless it is an iterable of Modules."""
-        if isinstance(modules, Module) or not isinstance(modules, Iterable):
+        if not isinstance(modules, Iterable):
             raise TypeError(f"{type(self).__name__}.{what} takes an iterable of Modules, "
                             f"got {type(modules).__name__}")
         modules = list(modules)
