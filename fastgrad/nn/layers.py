@@ -732,6 +732,7 @@ class Dropout(Module):
         return drop(x)
 
     def extra_repr(self) -> str:
+        """`p=0.5`: PyTorch's text without its `inplace=False` (fastgrad has no in-place ops)."""
         return f"p={self.p}"
 
 
