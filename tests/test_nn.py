@@ -35,7 +35,9 @@ def test_output_shapes_follow_micrograd():
     assert isinstance(out, list) and len(out) == 3
     assert isinstance(nn.Layer(3, 1)([1.0, 2.0, 3.0]), fastgrad.Var)
     assert len(nn.Layer(3, 4)([1.0, 2.0, 3.0])) == 4
-    assert len(nn.Linear(3, 1)([1.0, 2.0, 3.0])) == 1  # PyTorch's Linear always gives a list
+    # one output is a bare Var for all three (and a Neuron), micrograd's convention
+    assert isinstance(nn.Linear(3, 1)([1.0, 2.0, 3.0]), fastgrad.Var)
+    assert len(nn.Linear(3, 2)([1.0, 2.0, 3.0])) == 2
 
 
 def test_neuron_init_is_microgradss_uniform_and_zero_bias():
@@ -131,7 +133,7 @@ def test_linear_and_sequential():
     l1, l2 = net[0], net[2]
     h = [_relu(sum(w.data * xi for w, xi in zip(row, x)) + b.data) for row, b in zip(l1.weight, l1.bias)]
     expected = sum(w.data * hi for w, hi in zip(l2.weight[0], h))
-    (y,) = net(x)
+    y = net(x)  # Linear(3, 1): one output, a bare Var
     assert y.data == pytest.approx(expected, abs=1e-15)
     assert len(net) == 3 and list(net)[1].__class__ is nn.ReLU
     names = [name for name, _ in net.named_parameters()]
@@ -375,7 +377,7 @@ def test_a_var_assigned_into_a_layers_lists_is_used_from_the_next_call():
     lin([1.0, 1.0])
     old = lin.weight[0][0]
     lin.weight[0][0] = fastgrad.Var(100.0)            # once, the cached index kept using `old`
-    y = lin([1.0, 1.0])[0]
+    y = lin([1.0, 1.0])  # Linear(2, 1): a bare Var
     assert y.data == 100.0 + lin.weight[0][1].data + lin.bias[0].data
     y.backward()
     assert lin.weight[0][0].grad == 1.0 and old.grad == 0.0

@@ -1,7 +1,21 @@
-"""Neural-network building blocks: micrograd's `Neuron`/`Layer`/`MLP`, PyTorch's `Linear`/`Sequential`,
-activation and loss modules, and the functional API (`fastgrad.nn.functional`)."""
+"""Neural-network building blocks: micrograd's `Neuron`/`Layer`/`MLP`, PyTorch's `Linear`, `Dropout`, the
+containers `Sequential`/`ModuleList`/`ModuleDict`, activation and loss modules, and the functional API
+(`fastgrad.nn.functional`), initialisation (`fastgrad.nn.init`) and gradient clipping (`fastgrad.nn.utils`)."""
 from fastgrad.nn import functional, init, utils
-from fastgrad.nn.layers import MLP, Identity, Layer, Linear, Neuron, ReLU, Sequential, Sigmoid, Tanh
+from fastgrad.nn.layers import (
+    MLP,
+    Dropout,
+    Identity,
+    Layer,
+    Linear,
+    ModuleDict,
+    ModuleList,
+    Neuron,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
 from fastgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HingeLoss, MSELoss
 from fastgrad.nn.module import IncompatibleKeys, Module
 
@@ -9,6 +23,7 @@ __all__ = [
     "MLP",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "Dropout",
     "HingeLoss",
     "Identity",
     "IncompatibleKeys",
@@ -16,6 +31,8 @@ __all__ = [
     "Linear",
     "MSELoss",
     "Module",
+    "ModuleDict",
+    "ModuleList",
     "Neuron",
     "ReLU",
     "Sequential",

@@ -20,17 +20,24 @@ shared parts.
 
 `parameters()` is flat (one Var per scalar, micrograd's order); `state_dict()` keeps the arrays' shapes as
 nested lists of plain floats, so `load_state_dict()` can check them.
+
+Training and evaluation mode (PyTorch's): `model.train()` / `model.eval()` set `.training` on the module and
+every descendant; `Dropout` reads it. `training` is True until then, with no `super().__init__()` needed (a
+class attribute; `train`/`eval` set instance attributes). A bool is data, so it is never a parameter or a
+state-dict entry. `model.apply(fn)` calls `fn` on every module, children before their parent.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
 from fastgrad._engine import Var
 
 __all__ = ["IncompatibleKeys", "Module"]
+
+_M = TypeVar("_M", bound="Module")
 
 
 class IncompatibleKeys(NamedTuple):
@@ -43,7 +50,14 @@ class IncompatibleKeys(NamedTuple):
 
 class Module:
     """Base class of layers and models: subclasses store parameters and children as attributes and define
-    `forward` (or `__call__`)."""
+    `forward` (or `__call__`).
+
+    Subclasses need not call `super().__init__()`: `training` defaults to True at the class level.
+    """
+
+    # NOTE: a class-level default, so subclasses that never call super().__init__() (micrograd's style) have
+    # it; train()/eval() set an instance attribute, which pickles and deep-copies with the module.
+    training: bool = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
@@ -150,7 +164,49 @@ class Module:
         return params
 
     def num_parameters(self) -> int:
+        """The number of scalar parameters, each shared Var counted once: `len(self.parameters())`."""
         return len(self.parameters())
+
+    # ---- modes and visitors ----
+
+    def train(self: _M, mode: bool = True) -> _M:
+        """Set training mode (`mode=True`) or evaluation mode (`False`) on this module and every descendant.
+
+        Returns self (so `model = Model().eval()` works). Raises ValueError, as PyTorch does, unless `mode`
+        is a bool: a mode given as a string such as "eval" would otherwise count as True.
+        """
+        if not isinstance(mode, bool):
+            raise ValueError(f"train(mode): mode must be True or False, got {mode!r}")
+        for module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self: _M) -> _M:
+        """Evaluation mode on this module and every descendant: `train(False)`. Returns self."""
+        return self.train(False)
+
+    def apply(self: _M, fn: Callable[[Module], Any]) -> _M:
+        """Call `fn(module)` on every descendant, children before their parent, then on self; returns self.
+
+        PyTorch's order (depth first, children in `named_children` order). A module reachable by several paths
+        is visited once, where the walk first meets it (PyTorch calls `fn` on it once per parent). Iterative:
+        deep nests are fine. TypeError if `fn` is not callable.
+        """
+        if not callable(fn):
+            raise TypeError(f"apply(fn): fn must be callable, got {type(fn).__name__}")
+        seen: dict[int, Module] = {id(self): self}  # NOTE: holds the modules, so no id is reused
+        stack = [(self, iter([m for _, m in self.named_children()]))]
+        while stack:
+            module, kids = stack[-1]
+            for child in kids:
+                if id(child) not in seen:
+                    seen[id(child)] = child
+                    stack.append((child, iter([m for _, m in child.named_children()])))
+                    break
+            else:
+                stack.pop()
+                fn(module)
+        return self
 
     def zero_grad(self) -> None:
         """Set every parameter's `.grad` to 0.0.
@@ -209,6 +265,7 @@ class Module:
     # ---- repr: PyTorch's layout, one child per line ----
 
     def extra_repr(self) -> str:
+        """The text inside the parentheses of this module's repr line (PyTorch's hook); empty by default."""
         return ""
 
     def __repr__(self) -> str:
