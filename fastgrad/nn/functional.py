@@ -13,9 +13,11 @@ including at the kinks (l1 at 0, huber at |d| = delta); where they differ it is 
 The numerically delicate ones (binary cross-entropy with logits, cross-entropy, log-softmax) use stable
 forms that neither overflow nor lose their gradient at logits of ±1000.
 
-Decisions that read values (`.data`) are tape constants under `fg.compile`: the max shift of a softmax
-(harmless: the result does not depend on it) and the input checks. Everything that must follow the values
-(clamps, kinks) is a graph op, so compiled losses replay correctly.
+Under `fg.compile`, what reads values (`.data`) is a tape constant: the input checks, and the max shift of
+softmax, log_softmax and cross_entropy. The shift cancels in the math, so a replay is right unless its
+logits are far enough above the traced ones to overflow exp (about 700): `fg.compile(check=True)` catches
+that. Everything else that must follow the values (the clamps, the kinks) is a graph op, so compiled losses
+replay correctly.
 """
 from __future__ import annotations
 
@@ -46,7 +48,6 @@ __all__ = [
     "tanh",
 ]
 
-Scalar = Union[Var, float]
 Loss = Union[Var, list]   # a Var, or for reduction='none' a (nested) list of Vars
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -135,7 +136,9 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Loss:
     _check_reduction(reduction)
     xs, ts, shape = _elements(input, target, "mse_loss")
     diffs = [x - t for x, t in zip(xs, ts)]
-    return _reduce_terms([([d], [d]) for d in diffs], shape, reduction)
+    if reduction == "none":
+        return _unflatten([dot([d], [d]) for d in diffs], shape)
+    return _reduce(dot(diffs, diffs), len(diffs), reduction)
 
 
 def l1_loss(input: Any, target: Any, reduction: str = "mean") -> Loss:
@@ -145,7 +148,7 @@ def l1_loss(input: Any, target: Any, reduction: str = "mean") -> Loss:
     """
     _check_reduction(reduction)
     xs, ts, shape = _elements(input, target, "l1_loss")
-    return _reduce_terms([([abs(x - t)], [None]) for x, t in zip(xs, ts)], shape, reduction)
+    return _reduce_each([abs(x - t) for x, t in zip(xs, ts)], shape, reduction)
 
 
 def huber_loss(input: Any, target: Any, reduction: str = "mean", delta: float = 1.0) -> Loss:
@@ -178,12 +181,12 @@ def smooth_l1_loss(input: Any, target: Any, reduction: str = "mean", beta: float
     beta = _positive(beta, "smooth_l1_loss", "beta", allow_zero=True)
     xs, ts, shape = _elements(input, target, "smooth_l1_loss")
     if beta == 0.0:
-        return _reduce_terms([([abs(x - t)], [None]) for x, t in zip(xs, ts)], shape, reduction)
+        return _reduce_each([abs(x - t) for x, t in zip(xs, ts)], shape, reduction)
     terms = []
     for x, t in zip(xs, ts):
         a = abs(x - t)
         c = minimum(a, beta)
-        terms.append(([a, c, c], [None, -1.0, c / (2.0 * beta)]))
+        terms.append(([a, c, c], [1.0, -1.0, c / (2.0 * beta)]))
     return _reduce_terms(terms, shape, reduction)
 
 
@@ -194,13 +197,12 @@ def hinge_loss(scores: Any, labels: Any, reduction: str = "mean") -> Loss:
     """
     _check_reduction(reduction)
     ss, ys, shape = _elements(scores, labels, "hinge_loss")
-    terms = []
-    for s, y in zip(ss, ys):
-        # NOTE: 1 - y·s is 1 - s or 1 + s exactly for y = ±1: one node fewer than the product.
-        if isinstance(y, Var) or y not in (1.0, -1.0):
-            raise ValueError(f"hinge_loss: labels must be -1 or +1, got {y!r}")
-        terms.append(([(1.0 - s).relu() if y == 1.0 else (s + 1.0).relu()], [None]))
-    return _reduce_terms(terms, shape, reduction)
+    if not set(ys) <= {1.0, -1.0}:
+        bad = next(y for y in ys if isinstance(y, Var) or y not in (1.0, -1.0))
+        raise ValueError(f"hinge_loss: labels must be -1 or +1, got {bad!r}")
+    # NOTE: 1 - y·s is 1 - s or 1 + s exactly for y = ±1: one node fewer than the product.
+    terms = [(1.0 - s).relu() if y == 1.0 else (s + 1.0).relu() for s, y in zip(ss, ys)]
+    return _reduce_each(terms, shape, reduction)
 
 
 def binary_cross_entropy(input: Any, target: Any, weight: Any = None, *, reduction: str = "mean") -> Loss:
@@ -340,20 +342,21 @@ def _reduce(total: Var, n: int, reduction: str) -> Var:
     return total if reduction == "sum" else total * (1.0 / n)
 
 
-def _combine(pieces: list[Any], coefs: list[Any]) -> Var:
-    """Σ_k coefs[k]·pieces[k] as one node (a coefficient None stands for 1)."""
-    if all(c is None for c in coefs):
-        return pieces[0] if len(pieces) == 1 else fsum(pieces)
-    return dot([1.0 if c is None else c for c in coefs], pieces)
+def _reduce_each(terms: list[Var], shape: tuple[int, ...], reduction: str) -> Loss:
+    """Reduce one Var per element: one fused sum for 'sum'/'mean'."""
+    if reduction == "none":
+        return _unflatten(terms, shape)
+    return _reduce(fsum(terms), len(terms), reduction)
 
 
 def _reduce_terms(terms: list[tuple[list[Any], list[Any]]], shape: tuple[int, ...], reduction: str) -> Loss:
-    """Reduce per-element terms, each Σ_k coef·piece: one fused node over all of them for 'sum'/'mean'."""
+    """Reduce per-element terms, each Σ_k coefs[k]·pieces[k]: one dot per term for 'none', one dot over
+    all of them for 'sum'/'mean'."""
     if reduction == "none":
-        return _unflatten([_combine(pieces, coefs) for pieces, coefs in terms], shape)
+        return _unflatten([dot(coefs, pieces) for pieces, coefs in terms], shape)
     pieces = [p for ps, _ in terms for p in ps]
     coefs = [c for _, cs in terms for c in cs]
-    return _reduce(_combine(pieces, coefs), len(terms), reduction)
+    return _reduce(dot(coefs, pieces), len(terms), reduction)
 
 
 def _reduce_rows(terms: list[Optional[Var]], counted: list[Any], batched: bool, reduction: str) -> Loss:
@@ -432,6 +435,10 @@ def _describe(x: Any) -> str:
     return f"a {type(x).__name__}" if not isinstance(x, (str, bytes)) else f"{type(x).__name__} {x!r}"
 
 
+_NESTED = (list, tuple, np.ndarray)
+_PLAIN = frozenset((float, int, Var))   # element types that need no check
+
+
 def _is_sequence(x: Any) -> bool:
     return isinstance(x, (list, tuple)) or (isinstance(x, np.ndarray) and x.ndim > 0)
 
@@ -445,6 +452,11 @@ def _array_values(array: np.ndarray, name: str, what: str) -> Any:
 
 def _number(x: Any, name: str, what: str) -> Any:
     """A Var as it is, a real number as a float; anything else is a TypeError."""
+    kind = type(x)
+    if kind is float or kind is Var:   # the common cases first: this runs once per element
+        return x
+    if kind is int:
+        return float(x)
     if isinstance(x, Var):
         return x
     if isinstance(x, (str, bytes, complex, np.complexfloating)) or x is None or isinstance(x, np.ndarray):
@@ -461,8 +473,8 @@ def _flatten(x: Any, name: str, what: str) -> tuple[list[Any], tuple[int, ...]]:
         x = _array_values(x, name, what)
     if not isinstance(x, (list, tuple)):
         return [x], ()
-    if not x:
-        return [], (0,)
+    if set(map(type, x)) <= _PLAIN or not any(isinstance(item, _NESTED) for item in x):
+        return list(x), (len(x),)     # a flat list (the common case is checked at C speed)
     parts = [_flatten(item, name, what) for item in x]
     inner = parts[0][1]
     for i, (_, sub) in enumerate(parts):
@@ -483,7 +495,12 @@ def _unflatten(flat: list[Any], shape: tuple[int, ...]) -> Any:
 
 
 def _elements(input: Any, target: Any, name: str) -> tuple[list[Var], list[Any], tuple[int, ...]]:
-    """Input elements as Vars, target elements as Vars or floats, and their common shape."""
+    """Input elements as Vars, target elements as Vars or numbers, and their common shape."""
+    if type(input) is list and type(target) is list and input and len(input) == len(target):
+        # NOTE: the common case at C speed (this runs on every loss call): flat lists of Vars and numbers
+        input_kinds = set(map(type, input))
+        if input_kinds <= _PLAIN and set(map(type, target)) <= _PLAIN:
+            return (input if input_kinds == {Var} else [_var(x) for x in input]), target, (len(input),)
     xs, shape = _flatten(input, name, "input")
     ts, target_shape = _flatten(target, name, "target")
     if shape != target_shape:
@@ -491,9 +508,18 @@ def _elements(input: Any, target: Any, name: str) -> tuple[list[Var], list[Any],
                          f"(shape {target_shape}); they must have the same shape")
     if not xs:
         raise ValueError(f"{name}: empty input")
-    for x in xs:
-        _number(x, name, "input")   # a clear TypeError before Var() sees it
-    return [_var(x) for x in xs], [_number(t, name, "target") for t in ts], shape
+    return _checked(xs, name, "input", as_var=True), _checked(ts, name, "target", as_var=False), shape
+
+
+def _checked(values: list[Any], name: str, what: str, as_var: bool) -> list[Any]:
+    """Vars, floats and ints as they are, other real numbers as floats (all as Vars when `as_var`), and a
+    TypeError naming the loss for anything else."""
+    kinds = set(map(type, values))
+    if not kinds <= _PLAIN:
+        values = [_number(v, name, what) for v in values]
+    if as_var and kinds != {Var}:
+        values = [v if isinstance(v, Var) else Var(v) for v in values]
+    return values
 
 
 def _broadcast(value: Any, shape: tuple[int, ...], name: str, what: str) -> list[Any]:
