@@ -16,27 +16,42 @@ from fastgrad.nn.layers import (
     Sigmoid,
     Tanh,
 )
-from fastgrad.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, HingeLoss, MSELoss
+from fastgrad.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HingeLoss,
+    HuberLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from fastgrad.nn.module import IncompatibleKeys, Module
 
 __all__ = [
     "MLP",
+    "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",
     "HingeLoss",
+    "HuberLoss",
     "Identity",
     "IncompatibleKeys",
+    "L1Loss",
     "Layer",
     "Linear",
     "MSELoss",
     "Module",
     "ModuleDict",
     "ModuleList",
+    "NLLLoss",
     "Neuron",
     "ReLU",
     "Sequential",
     "Sigmoid",
+    "SmoothL1Loss",
     "Tanh",
     "functional",
     "init",
