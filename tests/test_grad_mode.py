@@ -329,3 +329,24 @@ def test_optimizers_leave_frozen_parameters_and_their_state_alone(make):
         opt_twin.step()
     assert frozen.data == 1.0 and frozen.grad == 0.0
     assert live.data == twin.data
+
+
+def test_freezing_a_layer_of_a_model():
+    import random
+    model = fg.nn.Sequential(fg.nn.Linear(2, 3, rng=random.Random(1)), fg.nn.ReLU(),
+                             fg.nn.Linear(3, 1, rng=random.Random(2)))
+    assert model[0].requires_grad_(False) is model[0]
+    first = [p.data for p in model[0].parameters()]
+    opt = fg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        model([1.0, -2.0]).backward()
+        opt.step()
+    assert [p.data for p in model[0].parameters()] == first
+    assert all(p.grad == 0.0 for p in model[0].parameters())
+    assert any(p.grad != 0.0 for p in model[2].parameters())
+    assert all(p.requires_grad for p in model[2].parameters())
+    model.requires_grad_()
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(TypeError, match="bool"):
+        model.requires_grad_(0)

@@ -1,6 +1,6 @@
 """Neural-network building blocks: micrograd's `Neuron`/`Layer`/`MLP`, PyTorch's `Linear`, `Dropout`, the
-containers `Sequential`/`ModuleList`/`ModuleDict`, activation and loss modules, and the functional API
-(`fastgrad.nn.functional`), initialisation (`fastgrad.nn.init`) and gradient clipping (`fastgrad.nn.utils`)."""
+containers `Sequential`/`ModuleList`/`ModuleDict`, activation and loss modules, the functional API
+(`fastgrad.nn.functional`), initialisation (`fastgrad.nn.init`), gradient clipping (`fastgrad.nn.utils`)."""
 from fastgrad.nn import functional, init, utils
 from fastgrad.nn.layers import (
     MLP,

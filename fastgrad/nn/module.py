@@ -208,6 +208,17 @@ class Module:
                 fn(module)
         return self
 
+    def requires_grad_(self: _M, requires_grad: bool = True) -> _M:
+        """Freeze (`False`) or unfreeze (`True`) every parameter of this module and its children, in place;
+        returns the module. A frozen parameter receives no gradient in `backward()` (nor in compiled
+        replays) and every optimizer leaves it and its state alone, so a frozen layer can stay in an
+        optimizer's parameter list. Raises TypeError unless `requires_grad` is a bool."""
+        if not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
     def zero_grad(self) -> None:
         """Set every parameter's `.grad` to 0.0.
 
