@@ -350,3 +350,19 @@ def test_freezing_a_layer_of_a_model():
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(TypeError, match="bool"):
         model.requires_grad_(0)
+
+
+def test_layers_inside_no_grad_leave_no_node_behind():
+    import random
+    model = fg.nn.Sequential(fg.nn.Linear(3, 8, rng=random.Random(0)), fg.nn.Tanh(),
+                             fg.nn.Linear(8, 2, rng=random.Random(1)))
+    mlp = fg.nn.MLP(3, [8, 1], rng=random.Random(2))
+    x = [0.1, 0.2, -0.3]
+    eager = [v.data for v in model(x)] + [mlp(x).data]
+    gc_before = alive()
+    with fg.no_grad():
+        for _ in range(50):
+            out = [v.data for v in model(x)] + [mlp(x).data]
+    assert out == eager
+    assert alive() == gc_before
+

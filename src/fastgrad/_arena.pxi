@@ -121,10 +121,17 @@ cdef inline bint grad_off() noexcept nogil:
     return fastgrad_grad_off_threads != 0 and fastgrad_grad_off != 0
 
 
+cdef bint grad_enabled() noexcept nogil:
+    """``not grad_off()``, for the other compiled modules (the flag is this module's own)."""
+    return not grad_off()
+
+
 cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1:
     """Append a node to the tail segment; ``a``/``b`` are parents (-1: none). Returns its index.
 
-    Inside ``no_grad`` an operation's node is a leaf holding its value (no parents)."""
+    Inside ``no_grad`` an operation's node is a leaf holding its value (no parents).
+    WARNING: then ``a`` and ``b`` gain no reference: a caller that chains nodes without handles (``affine``)
+    must not make unreferenced intermediates inside ``no_grad``; they would never be freed."""
     if op != OP_LEAF and grad_off():
         op = OP_LEAF
         a = -1

@@ -63,6 +63,7 @@ cdef Arena* arena() noexcept
 cdef f64* value_ptr() noexcept
 cdef f64* grad_ptr() noexcept
 cdef bint live_leaf(i64 i) noexcept
+cdef bint grad_enabled() noexcept nogil
 cdef i64 new_node(u8 op, i64 a, i64 b, f64 k, f64 y) except -1
 cdef i64 new_nary(u8 op, const i64* arg, intp n, intp arity, f64 y) except -1
 cdef int unset(Var v) except -1

@@ -5,7 +5,7 @@ exported functions, so everything else (sweeps, lifetime, inspection) treats the
 """
 from libc.stdlib cimport free, malloc
 
-from fastgrad._engine cimport Arena, Var, arena, new_nary, new_node, node_index, operand
+from fastgrad._engine cimport Arena, Var, arena, grad_enabled, new_nary, new_node, node_index, operand
 from fastgrad._ops cimport OP_ADD, OP_DOT, OP_LEAF, OP_RELU, OP_SIGMOID, OP_TANH, op_value
 from fastgrad._types cimport f64, i64, u8, intp
 
@@ -64,6 +64,7 @@ def affine(rows, bias, xs, activation=None):
     cdef Var v
     cdef i64 j
     cdef f64 y
+    cdef bint recording
     cdef Arena* A = arena()     # its arrays move when nodes are made: always read through A
     try:
         if W == NULL or arg == NULL:
@@ -79,17 +80,24 @@ def affine(rows, bias, xs, activation=None):
             leaf_row(rows[r], nin, W + r * nin, r)
         if has_bias:
             leaf_row(bias, nout, W + nout * nin, -1)
+        recording = grad_enabled()
         for r in range(nout):
             y = 0.0
             for k in range(nin):
                 arg[2 * k] = W[r * nin + k]
                 y += A.value[W[r * nin + k]] * A.value[arg[2 * k + 1]]
-            j = new_nary(OP_DOT, arg, 2 * nin, nin, y)
+            if recording:
+                j = new_nary(OP_DOT, arg, 2 * nin, nin, y)
             if has_bias:
                 y = y + A.value[W[nout * nin + r]]
-                j = new_node(OP_ADD, j, W[nout * nin + r], 0.0, y)
+                if recording:
+                    j = new_node(OP_ADD, j, W[nout * nin + r], 0.0, y)
             if act != OP_LEAF:
-                j = new_node(act, j, -1, 0.0, op_value(act, y, 0.0, 0.0))
+                y = op_value(act, y, 0.0, 0.0)
+                if recording:
+                    j = new_node(act, j, -1, 0.0, y)
+            if not recording:       # fg.no_grad: one leaf per row (no unreferenced intermediates)
+                j = new_node(OP_LEAF, -1, -1, 0.0, y)
             v = <Var>out[r]
             v.idx = j
             A.refc[j] += 1
