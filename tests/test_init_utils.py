@@ -345,3 +345,47 @@ def test_clipping_in_a_training_step():
     after = math.sqrt(sum(p.grad ** 2 for p in model.parameters()))
     assert after == pytest.approx(min(before, 0.5 * before / (before + 1e-6)), rel=1e-12)
     opt.step()
+
+
+# ---- MLP(init=...) ----
+
+def test_mlp_init_micrograd_is_the_default_and_pytorch_bounds_by_fan_in():
+    import random as _random
+
+    import fastgrad as fg
+    a = fg.nn.MLP(64, [32, 10], rng=_random.Random(3))
+    b = fg.nn.MLP(64, [32, 10], rng=_random.Random(3), init="micrograd")
+    assert [p.data for p in a.parameters()] == [p.data for p in b.parameters()]
+    assert max(abs(p.data) for p in a.parameters()) > 0.9          # uniform(-1, 1)
+    c = fg.nn.MLP(64, [32, 10], rng=_random.Random(3), init="pytorch")
+    for layer, nin in zip(c.layers, (64, 32)):
+        values = [p.data for p in layer.parameters()]
+        bound = 1 / nin ** 0.5
+        assert max(abs(v) for v in values) <= bound
+        assert max(abs(v) for v in values) > 0.9 * bound
+
+
+def test_mlp_init_function_gets_each_layers_weight_matrix_and_bias():
+    import fastgrad as fg
+    from fastgrad.nn import init
+    seen = []
+
+    def my_init(weight, bias):
+        seen.append((len(weight), len(weight[0]), len(bias)))
+        init.constant_(weight, 0.5)
+        init.zeros_(bias)
+
+    m = fg.nn.MLP(3, [4, 2], init=my_init)
+    assert seen == [(4, 3, 4), (2, 4, 2)]
+    assert sorted({p.data for p in m.parameters()}) == [0.0, 0.5]
+    assert m([1.0, 1.0, 1.0])[0].data == 4 * 0.5 * 1.5
+
+
+def test_mlp_init_errors():
+    import pytest as _pytest
+
+    import fastgrad as fg
+    with _pytest.raises(ValueError, match="'micrograd', 'pytorch'"):
+        fg.nn.MLP(2, [3], init="xavier")
+    with _pytest.raises(TypeError, match="function"):
+        fg.nn.MLP(2, [3], init=3)

@@ -299,12 +299,28 @@ class MLP(Module):
     Returns what its last layer returns: a list of Vars, or the bare Var for one output (`[..., 1]`), as
     `Layer` and `Linear` do. `nouts` must be a list (or tuple) of non-negative ints: `MLP(2, 3)` is a
     TypeError that says so, `MLP(2, [])` a ValueError.
+
+    `init`: how the parameters start. "micrograd" (the default, for compatibility): uniform(-1, 1) for
+    every weight and bias. "pytorch": PyTorch's `nn.Linear` default, uniform(-1/√nin, 1/√nin) per layer
+    of `nin` inputs. Change to it (or to Kaiming) for wide layers: with uniform(-1, 1) a 64-input layer's
+    sums have a standard deviation of √(64/3) ≈ 4.6 for unit-size inputs, which saturates tanh and slows
+    learning. A function `init(weight, bias)` is called per layer with the layer's weight matrix (a list
+    of rows of Vars, one row per neuron) and its biases (a list of Vars), e.g. `lambda w, b:
+    (nn.init.kaiming_uniform_(w, nonlinearity="relu"), nn.init.zeros_(b))`. "pytorch" draws from `rng` (a
+    `random.Random`) where given; a function draws as it likes.
     """
 
     def __init__(
-        self, nin: int, nouts: Sequence[int], *, activation: str = "relu", rng: random.Random | None = None
+        self, nin: int, nouts: Sequence[int], *, activation: str = "relu", rng: random.Random | None = None,
+        init: str | Callable[[list[list[Var]], list[Var]], Any] = "micrograd",
     ) -> None:
         _check_size(nin, "nin")
+        if not (callable(init) or isinstance(init, str)):
+            raise TypeError(f"MLP's init must be 'micrograd', 'pytorch' or a function (weight, bias), "
+                            f"got {type(init).__name__}")
+        if isinstance(init, str) and init not in ("micrograd", "pytorch"):
+            raise ValueError(f"MLP's init must be 'micrograd', 'pytorch' or a function (weight, bias), "
+                             f"got {init!r}")
         if not isinstance(nouts, (list, tuple)):
             raise TypeError(f"MLP's layer sizes must be a list of ints, one per layer (MLP({nin!r}, "
                             f"[16, 16, 1]) is {nin!r} -> 16 -> 16 -> 1), "
@@ -320,6 +336,19 @@ class MLP(Module):
             Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, activation=activation, rng=rng)
             for i in range(len(nouts))
         ]
+        if init != "micrograd":
+            for layer in self.layers:
+                weight, bias = [n.w for n in layer.neurons], [n.b for n in layer.neurons]
+                if callable(init):
+                    init(weight, bias)
+                else:   # PyTorch's Linear: uniform(-1/√fan_in, 1/√fan_in) for weights and biases
+                    bound = 1.0 / math.sqrt(layer.nin) if layer.nin else 0.0
+                    uniform = (rng or random).uniform
+                    for row in weight:
+                        for w in row:
+                            w.data = uniform(-bound, bound)
+                    for b in bias:
+                        b.data = uniform(-bound, bound)
 
     def forward(self, x: Sequence[Scalar]) -> Var | list[Var]:
         """The network's output for one sample `x` of `nin` inputs."""
