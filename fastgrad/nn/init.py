@@ -49,12 +49,13 @@ _LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_tra
 
 # ---- the argument: a Var, or nested lists of Vars ----
 
-def _flatten(tensor: Any) -> list[Var]:
-    """The Vars of `tensor` in row-major order (TypeError for anything but Vars in lists/tuples)."""
+def _flatten(tensor: Any, what: str = "a Var or a (nested) list of Vars") -> list[Var]:
+    """The Vars of `tensor` in row-major order (iteratively: any depth). TypeError, saying the argument
+    must be `what`, for anything but Vars in lists/tuples."""
     if isinstance(tensor, Var):
         return [tensor]
     if not isinstance(tensor, (list, tuple)):
-        raise TypeError(f"expected a Var or a (nested) list of Vars, got {type(tensor).__name__}")
+        raise TypeError(f"expected {what}, got {type(tensor).__name__}")
     out: list[Var] = []
     stack = [iter(tensor)]
     while stack:
@@ -65,7 +66,7 @@ def _flatten(tensor: Any) -> list[Var]:
                 stack.append(iter(item))
                 break
             else:
-                raise TypeError(f"expected a Var or a (nested) list of Vars, found a {type(item).__name__}")
+                raise TypeError(f"expected {what}, found a {type(item).__name__}")
         else:
             stack.pop()
     return out

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any, Union
 
 from fastgrad._engine import Var
+from fastgrad.nn.init import _flatten
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -37,21 +38,8 @@ def _parameters(parameters: Any) -> list[Var]:
         return [parameters]
     if isinstance(parameters, (str, bytes, dict)) or not isinstance(parameters, Iterable):
         raise TypeError(f"parameters must be a Var or an iterable of Vars, got {type(parameters).__name__}")
-    out: list[Var] = []
-    stack = [iter(parameters)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, Var):
-                out.append(item)
-            elif isinstance(item, (list, tuple)):
-                stack.append(iter(item))
-                break
-            else:
-                raise TypeError("parameters must be Vars (or nested lists of Vars), found a "
-                                f"{type(item).__name__}")
-        else:
-            stack.pop()
-    return out
+    items = parameters if isinstance(parameters, (list, tuple)) else list(parameters)
+    return _flatten(items, "parameters to be Vars (or nested lists of Vars)")
 
 
 def _number(name: str, value: Any) -> float:
