@@ -1,5 +1,6 @@
-"""The tutorial's code runs: every ```python block of docs/tutorial.md is executed in order, in one namespace,
-and the doctest-style expected outputs (the lines after each ``>>>`` example) are checked."""
+"""The executed pages run: every ```python block of docs/tutorial.md and of docs/training.md is executed in
+order, in one namespace per page, and the doctest-style expected outputs (the lines after each ``>>>``
+example) are checked."""
 import doctest
 import re
 from pathlib import Path
@@ -8,7 +9,9 @@ import pytest
 
 import fastgrad
 
-TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIAL = ROOT / "docs" / "tutorial.md"
+TRAINING = ROOT / "docs" / "training.md"
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
 
@@ -69,3 +72,55 @@ def test_a_wrong_expected_output_is_caught(tmp_path):
     doc.write_text("```python\n>>> 1 + 1\n3\n```\n", encoding="utf-8")
     examples, reports = run_markdown(doc)
     assert examples == 1 and reports and "Expected:\n    3\nGot:\n    2" in "".join(reports)
+
+
+# ---- docs/training.md: the training walkthrough ----
+
+def github_anchor(heading):
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_github_anchor_matches_githubs_rule():
+    assert github_anchor("7. Trace once, replay many: `fg.compile` and `fg.vmap`") == \
+        "7-trace-once-replay-many-fgcompile-and-fgvmap"
+    assert github_anchor("6. A gradient-descent fit") == "6-a-gradient-descent-fit"
+
+
+def test_training_page_covers_the_walkthrough():
+    text = TRAINING.read_text(encoding="utf-8")
+    for needle in ["make_moons", "CrossEntropyLoss", "F.mse_loss", "fg.optim.lr_scheduler.", "fg.no_grad()",
+                   "model.eval()", "fg.nn.Dropout", "requires_grad_(False)", "fg.nn.init.xavier_uniform_",
+                   "kaiming_uniform_", "clip_grad_norm_", "state_dict()", "load_state_dict", "tempfile",
+                   "pickle", "json", "fg.compile", "fg.vmap", "tutorial.md#"]:
+        assert needle in text, needle
+    assert "sklearn." not in text.replace("sklearn.datasets.make_moons", ""), "built-in data only"
+    blocks = python_blocks(TRAINING)
+    assert len(blocks) >= 15
+    assert all(">>>" in code for _, code in blocks), "every block shows its output doctest-style"
+    assert "docs/training.md" in (ROOT / "README.md").read_text(encoding="utf-8"), "the README points to it"
+
+
+def test_training_page_links_resolve():
+    prose = re.sub(r"^```.*?^```", "", TRAINING.read_text(encoding="utf-8"), flags=re.S | re.M)
+    prose = re.sub(r"`[^`\n]*`", "", prose)   # inline code: `net.layers[1](x)` is not a link
+    links = re.findall(r"\]\(([^)\s]+)\)", prose)
+    assert links
+    for link in links:
+        if link.startswith(("http://", "https://")):
+            continue
+        target, _, anchor = link.partition("#")
+        page = (TRAINING.parent / target) if target else TRAINING
+        assert page.is_file(), f"{link}: no such file"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.M)
+            assert anchor in {github_anchor(h) for h in headings}, f"{link}: no such heading"
+
+
+def test_training_page_code_runs_and_outputs_match(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # nothing should be written, but never into the repository
+    examples, reports = run_markdown(TRAINING)
+    if reports:
+        pytest.fail("docs/training.md is out of date:\n" + "".join(reports), pytrace=False)
+    assert examples >= 100
+    assert list(tmp_path.iterdir()) == [], "the page writes only to its own temporary directory"
