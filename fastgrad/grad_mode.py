@@ -1,9 +1,10 @@
 """Grad mode: evaluation without a graph (`no_grad`), and turning recording back on (`enable_grad`).
 
 As in PyTorch, grad mode belongs to the calling thread. Inside `fg.no_grad()` no operation records a graph
-node: each result is a new *frozen leaf* holding the value (`.data` reads as usual, `requires_grad` is False,
-`backward()` through it reaches nothing). So scoring a data set costs the arithmetic and the handles, not the
-graph: no parents are referenced and every result is freed as soon as it is dropped.
+node: each result is a new leaf holding the value (`.data` reads as usual; `is_leaf` is True and nothing is
+referenced, so it is a constant to any later graph). Unlike PyTorch, such results keep `requires_grad` True:
+only `requires_grad_(False)` freezes a leaf. So scoring a data set costs the arithmetic and the handles, not
+the graph: no parents are referenced and every result is freed as soon as it is dropped.
 
     with fg.no_grad():
         accuracy = sum(model(x).data > 0 for x in xs) / len(xs)
