@@ -264,6 +264,8 @@ cdef void drop(i64 i) noexcept:
                     push(&head, p)
         if _n_meta != 0:
             forget_meta(i)
+        if _n_tensor != 0 and op == OP_LEAF:
+            forget_tensor(i)
         # a segment is released only once all its nodes are processed, so the p0/p1/arg still needed
         # by nodes on the work list stay intact
         s = <intp>(i >> SEG_SHIFT)

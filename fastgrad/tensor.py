@@ -1,0 +1,449 @@
+"""`fg.Tensor`: NumPy-backed tensors on the same engine as `Var` (first increment of issue 10).
+
+A Tensor is a NumPy array (float64 or float32, kept) plus, when it takes part in differentiation, a node of
+the engine's graph: a leaf for `Tensor(x, requires_grad=True)`, an operation node (a custom node whose rule
+is a `TensorRule`) for a result. The graph's ordering, marks, reference counts and reverse sweep are the
+engine's; only the adjoints are arrays (docs/engine.md, "Tensors"). Elementwise ops take their values and
+partials from the op table's compiled kernels (`fastgrad._elementwise`), so `Tensor([x]).exp()` is the same
+bits as `Var(x).exp()`. A result no input of which requires grad (or made inside `fg.no_grad()`) is a plain
+array with no node.
+
+Broadcasting follows NumPy; each input's gradient is summed back to its own shape. Shape errors raise when
+the op is built. float32 inputs are computed in float64 and rounded to float32 (the result keeps float32).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fastgrad import _elementwise, _engine, _optable
+from fastgrad._engine import TensorRule, Var
+
+__all__ = ["Tensor"]
+
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+_CODES = {op.name: code for code, op in enumerate(_optable.OPS)}
+
+
+def _as_array(data: Any, what: str = "Tensor()") -> np.ndarray:
+    """A fresh C-contiguous float64/float32 copy of ``data`` (ints and bools become float64)."""
+    if isinstance(data, Tensor):
+        return data.data.copy()
+    if isinstance(data, Var):
+        return np.array(data.data)
+    try:
+        arr = np.array(data, copy=True, order="C")
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} takes array_like real numbers: {exc}") from None
+    if arr.dtype in _FLOATS:
+        return arr
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.float64)
+    raise TypeError(f"{what} takes real numbers (float64, float32, or ints/bools as float64), "
+                    f"got dtype {arr.dtype}")
+
+
+def _unbroadcast(g: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """Sum ``g`` over the axes broadcasting added or stretched, back to ``shape``."""
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if stretched:
+        g = g.sum(axis=stretched, keepdims=True)
+    return g
+
+
+class Tensor:
+    """An n-dimensional array of float64 or float32 that records operations for `backward()`.
+
+    `Tensor(array_like, requires_grad=False)`: the data is copied. `.data` (ndarray), `.grad` (ndarray of
+    the same shape and dtype, or None before any backward), `.shape`, `.ndim`, `.dtype`, `.T`,
+    `.backward()` (scalar outputs), `.item()`, `.numpy()`, `.detach()`, `.argmax(axis)`.
+    Raises TypeError for non-real data, and for integer/bool data with `requires_grad=True`.
+    """
+
+    __slots__ = ("data", "_node", "__weakref__")
+    __array_ufunc__ = None    # NumPy defers to Tensor's reflected operators
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        if not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
+        if requires_grad and not isinstance(data, Tensor):
+            probe = np.asarray(data)
+            if probe.dtype.kind in "biu":
+                raise TypeError(f"only float tensors can require gradients, got dtype {probe.dtype}")
+        self.data = _as_array(data)
+        self._node: Optional[Var] = None
+        if requires_grad:
+            node = Var(0.0)
+            _engine._tensor_leaf(node, self.data.dtype)
+            self._node = node
+
+    @classmethod
+    def _result(cls, data: np.ndarray, node: Optional[Var]) -> Tensor:
+        t = cls.__new__(cls)
+        t.data = data
+        t._node = node
+        return t
+
+    # ---- state ----
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def requires_grad(self) -> bool:
+        """Does this tensor take part in differentiation (a leaf made with requires_grad=True, or a result of
+        one, built outside `fg.no_grad()`)?"""
+        return self._node is not None
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None or self._node.is_leaf
+
+    @property
+    def grad(self) -> Optional[np.ndarray]:
+        """The accumulated gradient of a leaf (None before any backward reached it, and for non-leaves)."""
+        if self._node is None or not self._node.is_leaf:
+            return None
+        return _engine._tensor_grad(self._node)
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        if self._node is None or not self._node.is_leaf:
+            raise ValueError("only a leaf Tensor that requires grad has a settable .grad")
+        if value is None:
+            _engine._set_tensor_grad(self._node, self.dtype)
+            return
+        g = np.array(value, dtype=self.dtype, copy=True)
+        if g.shape != self.shape:
+            raise ValueError(f"grad must have shape {self.shape}, got {g.shape}")
+        _engine._set_tensor_grad(self._node, g)
+
+    def zero_grad(self) -> None:
+        """Set the gradient to zeros, in place (the buffer is reused by later backward passes)."""
+        g = self.grad
+        if g is not None:
+            g.fill(0.0)
+
+    def item(self) -> float:
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor of one element, got shape {self.shape}")
+        return float(self.data.reshape(()))
+
+    def numpy(self) -> np.ndarray:
+        """The data array itself (shared, as PyTorch's `.numpy()` of a CPU tensor)."""
+        return self.data
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's data, outside the graph."""
+        return Tensor._result(self.data, None)
+
+    def argmax(self, axis: Optional[int] = None) -> np.ndarray:
+        return np.argmax(self.data, axis=axis)
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        dtype = "" if self.dtype == np.float64 else f", dtype={self.dtype}"
+        return f"Tensor({body}{dtype}{extra})"
+
+    def __float__(self) -> float:
+        return self.item()
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError("the truth value of a tensor of more than one element is ambiguous")
+        return bool(self.data.reshape(()))
+
+    # ---- backward ----
+    def backward(self, gradient: Any = None) -> None:
+        """Backpropagate from this tensor: every leaf that requires grad gains d self / d leaf in `.grad`.
+        Scalar (one-element) outputs only unless `gradient` (same shape) is given."""
+        if self._node is None:
+            raise RuntimeError("backward(): this tensor does not require grad (no input of it did, or it was "
+                               "made inside fg.no_grad())")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError("backward() without a gradient needs a scalar output, got shape "
+                                   f"{self.shape}; pass gradient= of that shape, or reduce first (.sum())")
+            seed = np.ones(self.shape, dtype=np.float64)
+        else:
+            seed = np.array(gradient.data if isinstance(gradient, Tensor) else gradient, dtype=np.float64)
+            if seed.shape != self.shape:
+                raise ValueError(f"backward(): gradient has shape {seed.shape}, the output {self.shape}")
+        _engine._tensor_backward(self._node, seed)
+
+    # ---- operators ----
+    def __add__(self, other: Any) -> Tensor:
+        return _binary("add", self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _binary("add", other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _binary("sub", self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _binary("sub", other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _binary("mul", self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _binary("mul", other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _binary("div", self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _binary("div", other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return _unary("powc", self, float(other))
+        return _binary("pow", self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return _binary("pow", other, self)
+
+    def __neg__(self) -> Tensor:
+        return _unary("neg", self)
+
+    def __abs__(self) -> Tensor:
+        return _unary("abs", self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return matmul(other, self)
+
+    # ---- reductions and shape ----
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Sum over ``axis`` (all axes by default)."""
+        return _sum(self, axis, keepdims, mean=False)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Mean over ``axis`` (all axes by default)."""
+        return _sum(self, axis, keepdims, mean=True)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        out = self.data.reshape(shape)
+        original = self.shape
+        return _make("reshape", out, [self], lambda g: (g.reshape(original),))
+
+    def transpose(self, *axes: Any) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        perm = tuple(axes) if axes else tuple(reversed(range(self.ndim)))
+        out = np.transpose(self.data, perm)
+        inverse = tuple(np.argsort(perm))
+        return _make("transpose", np.ascontiguousarray(out), [self], lambda g: (np.transpose(g, inverse),))
+
+    @property
+    def T(self) -> Tensor:
+        return self.transpose()
+
+    def __getitem__(self, index: Any) -> Tensor:
+        if isinstance(index, Tensor):
+            index = index.data
+        out = self.data[index]
+        shape, dtype = self.shape, self.dtype
+
+        def backward(g: np.ndarray) -> Tuple[np.ndarray]:
+            full = np.zeros(shape, dtype=np.float64)
+            np.add.at(full, index, g)           # repeated indices accumulate
+            return (full,)
+        return _make("index", np.array(out, dtype=dtype, copy=True), [self], backward)
+
+
+# ---- building results ----
+
+def _operand(x: Any) -> Tuple[np.ndarray, Optional[Var], Any]:
+    """(array, node or None, original) of an operand: a Tensor, a Var (0-d), or array_like constants."""
+    if isinstance(x, Tensor):
+        return x.data, x._node, x
+    if isinstance(x, Var):
+        return np.array(x.data), x, x
+    if isinstance(x, (numbers.Real, np.ndarray, list, tuple)) and not isinstance(x, bool):
+        return _as_array(x, "a Tensor operand"), None, x
+    if isinstance(x, bool):
+        return np.array(float(x)), None, x
+    raise TypeError(f"unsupported Tensor operand: {type(x).__name__}")
+
+
+def _make(name: str, out: np.ndarray, inputs: Sequence[Any], backward: Callable[[np.ndarray], Tuple[Any, ...]]
+          ) -> Tensor:
+    """The result ``out`` of op ``name`` over ``inputs``: a node over the inputs that take part in
+    differentiation, whose rule is ``backward(g) -> one gradient per input``."""
+    nodes = [t._node if isinstance(t, Tensor) else t if isinstance(t, Var) else None for t in inputs]
+    live = [n for n in nodes if n is not None]
+    if not live or not _engine._is_grad_enabled():
+        return Tensor._result(out, None)
+    if len(live) < len(nodes):
+        keep = [i for i, n in enumerate(nodes) if n is not None]
+
+        def rule(g: np.ndarray) -> Tuple[Any, ...]:
+            grads = backward(g)
+            return tuple(grads[i] for i in keep)
+    else:
+        rule = backward
+    node = _engine.custom(0.0, live, TensorRule(name, rule))
+    return Tensor._result(out, node)
+
+
+def _result_dtype(*operands: Any) -> np.dtype:
+    """float32 if every array operand is float32, else float64. Python numbers and Vars are "weak" (as in
+    NumPy 2 and PyTorch): `t32 * 2.0` stays float32."""
+    arrays = [o.data if isinstance(o, Tensor) else o for o in operands
+              if isinstance(o, (Tensor, np.ndarray)) or (isinstance(o, (list, tuple)))]
+    arrays = [np.asarray(a) for a in arrays]
+    if arrays and all(a.dtype == np.float32 for a in arrays):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+
+
+def _unary(name: str, x: Any, k: float = 0.0) -> Tensor:
+    a, _, orig = _operand(x)
+    code = _CODES[name]
+    dtype = _result_dtype(orig)
+    af = _f64(a)
+    y = np.empty(af.shape[0])
+    _elementwise.value(code, af, None, k, y)
+    out = y.reshape(a.shape).astype(dtype, copy=False)
+
+    def backward(g: np.ndarray) -> Tuple[np.ndarray]:
+        ga = np.zeros(af.shape[0])
+        _elementwise.adjoint(code, af, None, k, y, _f64(g), ga, None)
+        return (ga.reshape(a.shape),)
+    return _make(name, out, [orig], backward)
+
+
+def _binary(name: str, x: Any, z: Any) -> Tensor:
+    a, _, ox = _operand(x)
+    b, _, oz = _operand(z)
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{name}: shapes {a.shape} and {b.shape} do not broadcast") from None
+    code = _CODES[name]
+    dtype = _result_dtype(ox, oz)
+    af = _f64(a if a.shape == shape else np.broadcast_to(a, shape))
+    bf = _f64(b if b.shape == shape else np.broadcast_to(b, shape))
+    y = np.empty(af.shape[0])
+    _elementwise.value(code, af, bf, 0.0, y)
+    out = y.reshape(shape).astype(dtype, copy=False)
+
+    def backward(g: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        ga, gb = np.zeros(af.shape[0]), np.zeros(af.shape[0])
+        _elementwise.adjoint(code, af, bf, 0.0, y, _f64(g if g.shape == shape else np.broadcast_to(g, shape)),
+                             ga, gb)
+        return _unbroadcast(ga.reshape(shape), a.shape), _unbroadcast(gb.reshape(shape), b.shape)
+    return _make(name, out, [ox, oz], backward)
+
+
+def _sum(x: Tensor, axis: Any, keepdims: bool, mean: bool) -> Tensor:
+    a = x.data
+    axes = _axes(axis, a.ndim)
+    out = a.sum(axis=axes, keepdims=keepdims)
+    count = 1
+    for ax in axes:
+        count *= a.shape[ax]
+    if mean:
+        out = out / count if count else out * np.nan
+    out = np.asarray(out, dtype=a.dtype)
+    shape = a.shape
+
+    def backward(g: np.ndarray) -> Tuple[np.ndarray]:
+        if not keepdims:
+            g = np.expand_dims(g, axes)
+        g = np.broadcast_to(g, shape)
+        return ((g / count) if mean else np.array(g),)
+    return _make("mean" if mean else "sum", out, [x], backward)
+
+
+def _axes(axis: Any, ndim: int) -> Tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for ax in items:
+        if isinstance(ax, bool) or not isinstance(ax, (int, np.integer)):
+            raise TypeError(f"axis must be an int or a tuple of ints, got {type(ax).__name__}")
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"axis {ax} is out of range for a tensor of {ndim} dimensions")
+        out.append(int(ax) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def matmul(x: Any, z: Any) -> Tensor:
+    """Matrix product of 1-D or 2-D tensors (NumPy's `@`). ValueError for mismatched inner sizes."""
+    a, _, ox = _operand(x)
+    b, _, oz = _operand(z)
+    if not (1 <= a.ndim <= 2 and 1 <= b.ndim <= 2):
+        raise ValueError(f"matmul: 1-D or 2-D operands only, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[0]:
+        raise ValueError(f"matmul: inner sizes differ: {a.shape} @ {b.shape}")
+    dtype = _result_dtype(ox, oz)
+    out = np.matmul(a, b).astype(dtype, copy=False)
+    a2 = a if a.ndim == 2 else a[None, :]
+    b2 = b if b.ndim == 2 else b[:, None]
+
+    def backward(g: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        g2 = np.asarray(g, dtype=np.float64).reshape(a2.shape[0], b2.shape[1])
+        ga = (g2 @ b2.T).reshape(a.shape)
+        gb = (a2.T @ g2).reshape(b.shape)
+        return ga, gb
+    return _make("matmul", out, [ox, oz], backward)
+
+
+def _unary_method(op: _optable.Op) -> Callable[..., Tensor]:
+    name = op.name
+    if op.param is not None:
+        pname, default = op.param
+
+        def method(self: Tensor, k: float = default) -> Tensor:
+            return _unary(name, self, float(k))
+    else:
+        def method(self: Tensor) -> Tensor:
+            return _unary(name, self)
+    method.__name__ = method.__qualname__ = op.method or name
+    method.__doc__ = f"Elementwise {op.doc or name} (the op table's `{name}`)."
+    return method
+
+
+# every unary op of Var is a Tensor method (exp, log, tanh, relu, sigmoid, ...)
+for _op in _optable.OPS:
+    if _op.form == _optable.UNARY and _op.method and not _op.method.startswith("__"):
+        setattr(Tensor, _op.method, _unary_method(_op))
