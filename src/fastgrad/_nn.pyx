@@ -81,6 +81,7 @@ def affine(rows, bias, xs, activation=None):
         if has_bias:
             leaf_row(bias, nout, W + nout * nin, -1)
         recording = grad_enabled()
+        j = -1
         for r in range(nout):
             y = 0.0
             for k in range(nin):
