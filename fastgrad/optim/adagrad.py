@@ -1,4 +1,4 @@
-"""Adagrad (PyTorch's `torch.optim.Adagrad`)."""
+"""Adagrad (PyTorch's `torch.optim.Adagrad`), over Var and Tensor parameters."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fastgrad import _optim
-from fastgrad.optim.optimizer import Optimizer
+from fastgrad.optim.optimizer import Optimizer, coupled_grad
 
 __all__ = ["Adagrad"]
 
@@ -37,3 +37,22 @@ class Adagrad(Optimizer):
         state["step"] = step = state.get("step", 0) + 1
         clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
         _optim.adagrad_step(index, state_sum, clr, group["eps"], group["weight_decay"], group["maximize"])
+
+    def _initial_tensor_state(self, group: dict[str, Any], param: Any) -> dict[str, Any]:
+        return {"step": 0, "sum": np.full(param.shape, float(group["initial_accumulator_value"]),
+                                          dtype=param.dtype)}
+
+    def _update_tensor(self, group: dict[str, Any], param: np.ndarray, grad: np.ndarray,
+                       state: dict[str, Any]) -> None:
+        # NOTE: adagrad_loop's operations in its order, on arrays (torch's _single_tensor_adagrad)
+        f = param.dtype.type
+        state_sum = self._tensor_array(state, "sum", param, float(group["initial_accumulator_value"]))
+        state["step"] = step = state.get("step", 0) + 1
+        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        g = coupled_grad(grad, param, group["weight_decay"], group["maximize"])
+        state_sum += g * g
+        std = np.sqrt(state_sum)
+        std += f(group["eps"])
+        update = g * f(-clr)
+        update /= std
+        param += update

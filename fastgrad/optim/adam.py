@@ -1,4 +1,5 @@
-"""Adam and AdamW (PyTorch's `torch.optim.Adam` and `torch.optim.AdamW`), with amsgrad."""
+"""Adam and AdamW (PyTorch's `torch.optim.Adam` and `torch.optim.AdamW`), with amsgrad, over Var and Tensor
+parameters."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -7,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fastgrad import _optim
-from fastgrad.optim.optimizer import Optimizer, empty
+from fastgrad.optim.optimizer import Optimizer, empty, lerp_
 
 __all__ = ["Adam", "AdamW"]
 
@@ -54,6 +55,43 @@ class Adam(Optimizer):
         _optim.adam_step(index, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, group["eps"],
                          group["weight_decay"], step_size, bias_correction2_sqrt,
                          group["decoupled_weight_decay"], amsgrad, group["maximize"])
+
+    def _update_tensor(self, group: dict[str, Any], param: np.ndarray, grad: np.ndarray,
+                       state: dict[str, Any]) -> None:
+        # NOTE: adam_loop's operations in its order, on arrays (torch's _single_tensor_adam), with the
+        # per-step scalars computed from this Tensor's own step count as _update computes them
+        f = param.dtype.type
+        lr, (beta1, beta2), amsgrad = group["lr"], group["betas"], group["amsgrad"]
+        weight_decay = group["weight_decay"]
+        exp_avg = self._tensor_array(state, "exp_avg", param)
+        exp_avg_sq = self._tensor_array(state, "exp_avg_sq", param)
+        max_exp_avg_sq = self._tensor_array(state, "max_exp_avg_sq", param) if amsgrad else None
+        state["step"] = step = state.get("step", 0) + 1
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        g = np.negative(grad) if group["maximize"] else grad
+        if weight_decay != 0:
+            if group["decoupled_weight_decay"]:
+                param *= f(1 - lr * weight_decay)
+            else:
+                g = g + param * f(weight_decay)
+        lerp_(exp_avg, g, 1 - beta1)
+        term = g * f(1.0 - beta2)
+        term *= g
+        exp_avg_sq *= f(beta2)
+        exp_avg_sq += term
+        v = exp_avg_sq
+        if max_exp_avg_sq is not None:
+            np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)  # propagates nan, as torch.maximum
+            v = max_exp_avg_sq
+        denom = np.sqrt(v)
+        denom /= f(bias_correction2_sqrt)
+        denom += f(group["eps"])
+        update = exp_avg * f(-step_size)
+        update /= denom
+        param += update
 
 
 class AdamW(Adam):

@@ -1,4 +1,5 @@
-"""RMSprop, optionally centered and with momentum (PyTorch's `torch.optim.RMSprop`)."""
+"""RMSprop, optionally centered and with momentum (PyTorch's `torch.optim.RMSprop`), over Var and Tensor
+parameters."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -7,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fastgrad import _optim
-from fastgrad.optim.optimizer import Optimizer, empty
+from fastgrad.optim.optimizer import Optimizer, coupled_grad, empty, lerp_
 
 __all__ = ["RMSprop"]
 
@@ -39,3 +40,35 @@ class RMSprop(Optimizer):
         state["step"] = state.get("step", 0) + 1
         _optim.rmsprop_step(index, square_avg, grad_avg, buf, group["lr"], group["alpha"], group["eps"],
                             group["weight_decay"], momentum, centered, group["maximize"])
+
+    def _update_tensor(self, group: dict[str, Any], param: np.ndarray, grad: np.ndarray,
+                       state: dict[str, Any]) -> None:
+        # NOTE: rmsprop_loop's operations in its order, on arrays (torch's _single_tensor_rmsprop)
+        f = param.dtype.type
+        momentum, centered, alpha = group["momentum"], group["centered"], group["alpha"]
+        square_avg = self._tensor_array(state, "square_avg", param)
+        buf = self._tensor_array(state, "momentum_buffer", param) if momentum > 0 else None
+        grad_avg = self._tensor_array(state, "grad_avg", param) if centered else None
+        state["step"] = state.get("step", 0) + 1
+        g = coupled_grad(grad, param, group["weight_decay"], group["maximize"])
+        term = g * f(1.0 - alpha)
+        term *= g
+        square_avg *= f(alpha)
+        square_avg += term
+        if grad_avg is not None:
+            lerp_(grad_avg, g, 1.0 - alpha)
+            avg = grad_avg * f(-1.0)
+            avg *= grad_avg
+            avg += square_avg
+            np.sqrt(avg, out=avg)
+        else:
+            avg = np.sqrt(square_avg)
+        avg += f(group["eps"])
+        if buf is not None:
+            buf *= f(momentum)
+            buf += g / avg
+            param += buf * f(-group["lr"])
+        else:
+            update = g * f(-group["lr"])
+            update /= avg
+            param += update

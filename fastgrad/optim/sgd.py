@@ -1,4 +1,5 @@
-"""SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's `torch.optim.SGD`)."""
+"""SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's `torch.optim.SGD`), over Var
+and Tensor parameters."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -7,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fastgrad import _optim
-from fastgrad.optim.optimizer import Optimizer, empty
+from fastgrad.optim.optimizer import Optimizer, coupled_grad, empty
 
 __all__ = ["SGD"]
 
@@ -44,3 +45,19 @@ class SGD(Optimizer):
             buf = state["momentum_buffer"] = np.zeros(len(index), dtype=np.float64)
         _optim.sgd_step(index, empty() if buf is None else buf, group["lr"], momentum, group["dampening"],
                         group["weight_decay"], group["nesterov"], group["maximize"], init)
+
+    def _update_tensor(self, group: dict[str, Any], param: np.ndarray, grad: np.ndarray,
+                       state: dict[str, Any]) -> None:
+        # NOTE: sgd_loop's operations in its order, on arrays (torch's _single_tensor_sgd)
+        f = param.dtype.type
+        momentum = group["momentum"]
+        g = coupled_grad(grad, param, group["weight_decay"], group["maximize"])
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = np.array(g, dtype=param.dtype, copy=True)
+            else:
+                buf *= f(momentum)
+                buf += g * f(1.0 - group["dampening"])
+            g = g + buf * f(momentum) if group["nesterov"] else buf
+        param += g * f(-group["lr"])
