@@ -40,14 +40,24 @@ CASES = [
     ("RMSprop", {"lr": 0.05, "momentum": 0.9}),
     ("RMSprop", {"lr": 0.05, "alpha": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.1}),
     ("RMSprop", {"lr": 0.05, "maximize": True}),
+    ("RMSprop", {"lr": 0.05, "alpha": 0.4, "centered": True}),        # lerp weight 0.6: its other branch
     ("Adam", {}),
     ("Adam", {"lr": 0.1, "betas": (0.8, 0.99), "weight_decay": 0.1}),
     ("Adam", {"lr": 0.1, "betas": (0.3, 0.99), "amsgrad": True}),    # beta1 < 0.5: lerp's other branch
     ("Adam", {"lr": 0.1, "maximize": True}),
+    ("Adam", {"lr": 0.1, "betas": (0.6, 0.9)}),                        # lerp weight 0.4, near the switch
     ("AdamW", {"lr": 0.1}),
     ("AdamW", {"lr": 0.1, "weight_decay": 0.5, "amsgrad": True, "maximize": True}),
 ]
 IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
+# one case per optimizer with most of its options on
+RICH = [
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}),
+    ("Adagrad", {"lr": 0.5, "lr_decay": 0.1, "weight_decay": 0.2, "initial_accumulator_value": 0.3}),
+    ("RMSprop", {"lr": 0.05, "alpha": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.1}),
+    ("Adam", {"lr": 0.1, "betas": (0.3, 0.99), "amsgrad": True, "weight_decay": 0.1}),
+    ("AdamW", {"lr": 0.1, "weight_decay": 0.5, "amsgrad": True, "maximize": True}),
+]
 
 
 def tensor_run(name, kwargs, w0=W0, steps=STEPS, dtype=np.float64):
@@ -272,8 +282,7 @@ def test_a_zero_gradient_is_a_real_gradient_for_tensors_too():
 
 # ---- mixed groups ----
 
-@pytest.mark.parametrize("name,kwargs", [CASES[3], CASES[6], CASES[11], CASES[15], CASES[18]],
-                         ids=["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"])
+@pytest.mark.parametrize("name,kwargs", RICH, ids=[name for name, _ in RICH])
 def test_vars_and_tensors_in_one_group_move_as_they_do_alone(name, kwargs):
     t = fg.Tensor(W0, requires_grad=True)
     u = fg.Tensor(W0[0], requires_grad=True)
@@ -309,8 +318,7 @@ def test_groups_of_tensors_have_their_own_hyper_parameters():
 
 # ---- float32 ----
 
-@pytest.mark.parametrize("name,kwargs", [CASES[3], CASES[6], CASES[11], CASES[15], CASES[18]],
-                         ids=["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"])
+@pytest.mark.parametrize("name,kwargs", RICH, ids=[name for name, _ in RICH])
 def test_float32_parameters_keep_float32(name, kwargs):
     t = fg.Tensor(W0.astype(np.float32), requires_grad=True)
     opt = getattr(optim, name)([t], **kwargs)
@@ -345,8 +353,7 @@ def _params():
             fg.Tensor(W0[:, 0], requires_grad=True)]
 
 
-@pytest.mark.parametrize("name,kwargs", [CASES[3], CASES[6], CASES[11], CASES[15], CASES[18]],
-                         ids=["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"])
+@pytest.mark.parametrize("name,kwargs", RICH, ids=[name for name, _ in RICH])
 def test_state_dict_holds_array_copies_and_resumes_exactly(name, kwargs):
     params = _params()
     opt = getattr(optim, name)([{"params": params[:2]}, {"params": params[2:], "lr": 0.01}], **kwargs)
