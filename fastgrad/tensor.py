@@ -159,6 +159,13 @@ class Tensor:
     def argmax(self, axis: Optional[int] = None) -> np.ndarray:
         return np.argmax(self.data, axis=axis)
 
+    def __reduce__(self) -> Any:
+        """Pickle and deepcopy a leaf: its data, whether it requires grad, and its gradient."""
+        if self._node is not None and not self._node.is_leaf:
+            raise TypeError("only leaf Tensors can be pickled (the graph is not saved); pickle t.detach()")
+        frozen = self._node is not None and not self._node.requires_grad
+        return (_rebuild, (self.data, self._node is not None, self.grad, frozen))
+
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
@@ -280,6 +287,16 @@ class Tensor:
             np.add.at(full, index, g)           # repeated indices accumulate
             return (full,)
         return _make("index", np.array(out, dtype=dtype, copy=True), [self], backward)
+
+
+def _rebuild(data: np.ndarray, requires_grad: bool, grad: Optional[np.ndarray],
+             frozen: bool = False) -> Tensor:
+    t = Tensor(data, requires_grad=requires_grad)
+    if grad is not None:
+        t.grad = grad
+    if frozen:
+        t._node.requires_grad_(False)
+    return t
 
 
 # ---- building results ----

@@ -281,3 +281,37 @@ def test_backward_errors():
         fg.Tensor([1.0]).backward()
     with pytest.raises(ValueError, match="one element"):
         t.item()
+
+
+def test_leaf_tensors_pickle_and_deepcopy_with_their_gradient():
+    import copy
+    import pickle
+    t = fg.Tensor([1.0, 2.0], requires_grad=True)
+    (t * t).sum().backward()
+    for u in (pickle.loads(pickle.dumps(t)), copy.deepcopy(t)):
+        assert u.requires_grad and u is not t
+        np.testing.assert_array_equal(u.data, t.data)
+        np.testing.assert_array_equal(u.grad, t.grad)
+        (u * 3.0).sum().backward()
+        np.testing.assert_array_equal(u.grad, t.grad + 3.0)
+    plain = pickle.loads(pickle.dumps(fg.Tensor([1.0])))
+    assert not plain.requires_grad
+    with pytest.raises(TypeError, match="leaf"):
+        pickle.dumps(t * 2.0)
+
+
+def test_an_optimizer_over_tensors_survives_pickling():
+    import pickle
+    t = fg.Tensor([1.0, -2.0], requires_grad=True)
+    opt = fg.optim.Adam([t], lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        (t * t).sum().backward()
+        opt.step()
+    opt2 = pickle.loads(pickle.dumps(opt))
+    (t2,) = opt2.param_groups[0]["params"]
+    for o, p in ((opt, t), (opt2, t2)):
+        o.zero_grad()
+        (p * p).sum().backward()
+        o.step()
+    np.testing.assert_array_equal(t2.data, t.data)
