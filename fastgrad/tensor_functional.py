@@ -1,0 +1,223 @@
+"""Losses and the softmax family on `fg.Tensor` batches (issue 10): PyTorch's `torch.nn.functional` forms.
+
+Each loss is ONE graph node whose reverse rule is written out (no chain of elementwise nodes), so a batched
+loss costs one node and a few NumPy calls. Values and gradients follow `torch.nn.functional`, with its
+`reduction` (`'mean'`, `'sum'`, `'none'`), and use stable forms that stay finite at logits of ±1000; a
+logit of ±inf gives what PyTorch gives. The input's float dtype is kept (float32 stays float32).
+
+`fastgrad.nn.functional` keeps its functions of the same names for lists of `Var`s; these take Tensors
+(or arrays), and `fastgrad.nn.functional` may dispatch to them.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from fastgrad.tensor import Tensor, _make, _operand, _result_dtype, log_softmax, logsumexp, softmax
+
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "log_softmax", "logsumexp", "mse_loss",
+           "softmax"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction: Any, name: str) -> None:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}(): {reduction!r} is not a valid value for reduction: use 'mean', 'sum' or "
+                         "'none'")
+
+
+def _pair(input: Any, target: Any, name: str) -> Tuple[np.ndarray, Any, np.ndarray, Any]:
+    """The arrays and originals of an (input, target) pair of one shape."""
+    x, _, ox = _operand(input)
+    y, _, oy = _operand(target)
+    if x.shape != y.shape:
+        raise ValueError(f"{name}(): input of shape {x.shape} and target of shape {y.shape} differ")
+    return x, ox, y, oy
+
+
+def _reduced(terms: np.ndarray, reduction: str, dtype: np.dtype) -> Tuple[np.ndarray, float]:
+    """(the reduced value in ``dtype``, the scale d value / d term) of elementwise ``terms``."""
+    if reduction == "none":
+        return terms.astype(dtype, copy=False), 1.0
+    total = terms.sum()
+    if reduction == "sum":
+        return np.asarray(total, dtype=dtype), 1.0
+    n = terms.size
+    return np.asarray(total / n if n else np.nan, dtype=dtype), (1.0 / n if n else np.nan)
+
+
+def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """(input - target)², reduced: PyTorch's `mse_loss`. Both may require grad.
+
+    ``input`` and ``target`` are Tensors (or arrays, numbers) of ONE shape (PyTorch would broadcast with a
+    warning; here it is an error). Returns a 0-d Tensor, or the squared errors for ``reduction='none'``.
+    ValueError for differing shapes or a bad ``reduction``; TypeError for non-real operands.
+    """
+    name = "mse_loss"
+    _check_reduction(reduction, name)
+    x, ox, y, oy = _pair(input, target, name)
+    d = x - y
+    out, scale = _reduced(d * d, reduction, _result_dtype(ox, oy))
+
+    def backward(g: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        gx = (2.0 * scale) * d * g      # g broadcasts: 0-d for 'mean'/'sum', the shape of d for 'none'
+        return gx, -gx
+    return _make(name, out, [ox, oy], backward)
+
+
+def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None, *, reduction: str = "mean",
+                                     pos_weight: Any = None) -> Tensor:
+    """-w·[p·y·log σ(x) + (1 - y)·log(1 - σ(x))] on logits x, stably: w·[(1 - y)·x + L·softplus(-x)].
+
+    L = 1 + (p - 1)·y with p the ``pos_weight`` (1 when None), as PyTorch; softplus(-x) is computed as
+    max(-x, 0) + log1p(exp(-|x|)), so nothing overflows at ±1000 and the gradient, w·[L·σ(x) - L + 1 - y]
+    (σ(x) - y when w = p = 1), is exact there. ``input`` and ``target`` (probabilities, float) are Tensors or
+    arrays of one shape, both differentiable; ``weight`` and ``pos_weight`` are constants that broadcast to
+    the input (``pos_weight`` per class: the last dimension). Returns a 0-d Tensor, or the terms for
+    ``reduction='none'``. ValueError for differing or non-broadcasting shapes or a bad ``reduction``.
+    """
+    name = "binary_cross_entropy_with_logits"
+    _check_reduction(reduction, name)
+    x, ox, y, oy = _pair(input, target, name)
+    w = _constant(weight, x.shape, name, "weight")
+    p = _constant(pos_weight, x.shape, name, "pos_weight")
+    e = np.exp(-np.abs(x))
+    softplus_neg = np.maximum(-x, 0.0) + np.log1p(e)          # -log σ(x)
+    has_pos = p is not None
+    log_weight = (p - 1.0) * y + 1.0 if has_pos else 1.0
+    terms = (1.0 - y) * x + log_weight * softplus_neg
+    if w is not None:
+        terms = terms * w
+    out, scale = _reduced(terms, reduction, _result_dtype(ox, oy))
+
+    def backward(g: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        sig = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))   # σ(x) without overflow
+        gs = g * scale if w is None else g * scale * w
+        # d/dx = 1 - y - L·σ(-x) = L·σ(x) + (1 - y - L), in this order so that a tiny σ(x) is not lost
+        gx = gs * (log_weight * sig + (1.0 - y - log_weight))
+        gy = gs * (-x + (p - 1.0) * softplus_neg) if has_pos else gs * -x
+        return gx, gy
+    return _make(name, out, [ox, oy], backward)
+
+
+def _constant(value: Any, shape: Tuple[int, ...], name: str, what: str) -> Optional[np.ndarray]:
+    """A weight: None, or float64 constants that broadcast to ``shape`` (a Tensor's data, no gradient)."""
+    if value is None:
+        return None
+    arr = value.data if isinstance(value, Tensor) else np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}(): {what} must be real numbers, got dtype {arr.dtype}")
+    try:
+        np.broadcast_shapes(arr.shape, shape)
+    except ValueError:
+        raise ValueError(f"{name}(): {what} of shape {arr.shape} does not broadcast to the input's {shape}"
+                         ) from None
+    if np.broadcast_shapes(arr.shape, shape) != shape:
+        raise ValueError(f"{name}(): {what} of shape {arr.shape} would enlarge the input's {shape}")
+    return arr.astype(np.float64, copy=False)
+
+
+def _labels(target: Any, n: Optional[int], n_classes: int, ignore_index: int, name: str) -> np.ndarray:
+    """Checked class indices: ints of shape (n,) (or () when n is None), each in [0, C) or ignore_index."""
+    if isinstance(target, Tensor):
+        raise TypeError(f"{name}(): targets are class indices (a NumPy integer array or a list of ints), "
+                        "not a float Tensor")
+    t = np.asarray(target)
+    if t.size == 0 and t.dtype == np.float64:     # [] is float64 to NumPy
+        t = t.astype(np.int64)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}(): targets must be integer class indices, got dtype {t.dtype}")
+    want = () if n is None else (n,)
+    if t.shape != want:
+        raise ValueError(f"{name}(): {'one target' if n is None else f'{n} targets'} needed for logits of "
+                         f"{'one row' if n is None else f'{n} rows'}, got targets of shape {t.shape}")
+    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+    if bad.any():
+        raise IndexError(f"{name}(): target {t[bad].flat[0]} is out of bounds for {n_classes} classes")
+    return t.astype(np.intp, copy=False)
+
+
+def cross_entropy(input: Any, target: Any, weight: Any = None, *, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """-log softmax(logits)[target] per row, stably: PyTorch's `cross_entropy` with class-index targets.
+
+    ``input`` is a Tensor (or array) of logits of shape (N, C) with ``target`` N integer class indices (a
+    NumPy integer array, a list or tuple of ints), or one row (C,) with one int. ``weight`` (C numbers, a
+    constant) multiplies a row's term by its target's weight, and 'mean' divides by the sum of the targets'
+    weights; rows whose target is ``ignore_index`` give 0 and are left out of the mean (all rows ignored:
+    nan). ``label_smoothing`` ε in [0, 1] mixes in the uniform distribution, PyTorch's formula:
+    (1 - ε)·w[t]·(-log p[t]) + (ε/C)·Σ_c w[c]·(-log p[c]). Finite at logits of ±1000; a logit of ±inf gives
+    what PyTorch gives (nan for +inf). Its gradient is Σq·softmax - q per row, q the target distribution.
+    Returns a 0-d Tensor ('mean', 'sum') or the N terms ('none').
+
+    Raises TypeError for targets that are not integers (floats, bools) or non-real logits, IndexError for a
+    target outside [0, C) that is not ``ignore_index``, ValueError for logits that are not 1-D or 2-D, a
+    target count that differs from N, a ``weight`` not of length C, ε outside [0, 1] or a bad ``reduction``.
+    """
+    name = "cross_entropy"
+    _check_reduction(reduction, name)
+    eps = _smoothing(label_smoothing, name)
+    x, _, ox = _operand(input)
+    if x.ndim not in (1, 2) or x.shape[-1] == 0:
+        raise ValueError(f"{name}(): logits must be (N, C) or (C,) with C >= 1, got shape {x.shape}")
+    single = x.ndim == 1
+    x2 = x[None, :] if single else x
+    n, n_classes = x2.shape
+    t = _labels(target, None if single else n, n_classes, ignore_index, name).reshape(n)
+    w = _class_weights(weight, n_classes, name)
+    kept = t != ignore_index
+    rows = np.arange(n)
+    t_safe = np.where(kept, t, 0)
+    w_t = np.where(kept, 1.0 if w is None else w[t_safe], 0.0)     # each row's weight (0: ignored)
+    # log softmax, shifted by the row max
+    z = x2 - np.amax(x2, axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    logp = z - np.log(s)
+    terms = np.where(kept, -logp[rows, t_safe] * w_t, 0.0)
+    if eps:
+        smooth = -(logp.sum(axis=1) if w is None else logp @ w)
+        terms = (1.0 - eps) * terms + np.where(kept, (eps / n_classes) * smooth, 0.0)
+    dtype = x.dtype
+    if reduction == "none":
+        out, scale = terms.astype(dtype, copy=False), 1.0
+        if single:
+            out = out.reshape(())
+    else:
+        total = terms.sum()
+        denom = w_t.sum() if reduction == "mean" else 1.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.asarray(total / denom, dtype=dtype)
+            scale = 1.0 / denom if denom else np.nan
+
+    def backward(g: np.ndarray) -> Tuple[np.ndarray]:
+        # q: each row's target distribution, times its weight; d term_i / d x_i = (Σ_c q_ic)·p_i - q_i
+        q = np.zeros((n, n_classes))
+        q[rows, t_safe] = (1.0 - eps) * w_t
+        if eps:
+            q += (eps / n_classes) * (1.0 if w is None else w) * kept[:, None]
+        gr = (np.asarray(g).reshape(-1) * scale)[:, None] if reduction == "none" else g * scale
+        grad = (q.sum(axis=1, keepdims=True) * (e / s) - q) * gr
+        return (grad.reshape(x.shape),)
+    return _make(name, out, [ox], backward)
+
+
+def _smoothing(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}(): label_smoothing must be a number, got {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}(): label_smoothing must be in [0, 1], got {value}")
+    return float(value)
+
+
+def _class_weights(weight: Any, n_classes: int, name: str) -> Optional[np.ndarray]:
+    if weight is None:
+        return None
+    w = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name}(): weight must be real numbers, got dtype {w.dtype}")
+    if w.shape != (n_classes,):
+        raise ValueError(f"{name}(): weight must have one entry per class ({n_classes}), got shape {w.shape}")
+    return w.astype(np.float64, copy=False)
