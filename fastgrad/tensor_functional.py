@@ -14,7 +14,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from fastgrad.tensor import Tensor, _make, _operand, _result_dtype, log_softmax, logsumexp, softmax
+from fastgrad.tensor import Tensor, _make, _operand, log_softmax, logsumexp, softmax
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "log_softmax", "logsumexp", "mse_loss",
            "softmax"]
@@ -52,14 +52,15 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
     """(input - target)², reduced: PyTorch's `mse_loss`. Both may require grad.
 
     ``input`` and ``target`` are Tensors (or arrays, numbers) of ONE shape (PyTorch would broadcast with a
-    warning; here it is an error). Returns a 0-d Tensor, or the squared errors for ``reduction='none'``.
+    warning; here it is an error). The result has the input's dtype. Returns a 0-d Tensor, or the squared
+    errors for ``reduction='none'``.
     ValueError for differing shapes or a bad ``reduction``; TypeError for non-real operands.
     """
     name = "mse_loss"
     _check_reduction(reduction, name)
     x, ox, y, oy = _pair(input, target, name)
     d = x - y
-    out, scale = _reduced(d * d, reduction, _result_dtype(ox, oy))
+    out, scale = _reduced(d * d, reduction, x.dtype)
 
     def backward(g: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         gx = (2.0 * scale) * d * g      # g broadcasts: 0-d for 'mean'/'sum', the shape of d for 'none'
@@ -69,14 +70,18 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
 
 def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None, *, reduction: str = "mean",
                                      pos_weight: Any = None) -> Tensor:
-    """-w·[p·y·log σ(x) + (1 - y)·log(1 - σ(x))] on logits x, stably: w·[(1 - y)·x + L·softplus(-x)].
+    """-w·[p·y·log σ(x) + (1 - y)·log(1 - σ(x))] on logits x, stably as
+    w·[(1 - y)·softplus(x) + p·y·softplus(-x)].
 
-    L = 1 + (p - 1)·y with p the ``pos_weight`` (1 when None), as PyTorch; softplus(-x) is computed as
-    max(-x, 0) + log1p(exp(-|x|)), so nothing overflows at ±1000 and the gradient, w·[L·σ(x) - L + 1 - y]
-    (σ(x) - y when w = p = 1), is exact there. ``input`` and ``target`` (probabilities, float) are Tensors or
-    arrays of one shape, both differentiable; ``weight`` and ``pos_weight`` are constants that broadcast to
-    the input (``pos_weight`` per class: the last dimension). Returns a 0-d Tensor, or the terms for
-    ``reduction='none'``. ValueError for differing or non-broadcasting shapes or a bad ``reduction``.
+    p is the ``pos_weight`` (1 when None), as PyTorch. softplus(±x) = max(±x, 0) + log1p(exp(-|x|)), and both
+    terms are >= 0 for targets in [0, 1], so nothing overflows at ±1000 and nothing cancels: the loss at
+    x = -40, y = 0 is softplus(-40) ≈ 4.2e-18, not 0 (PyTorch's form gives 0 there). The gradient is
+    w·[(1 - y)·σ(x) - p·y·σ(-x)] (σ(x) - y when w = p = 1) for the input, w·[p·softplus(-x) - softplus(x)]
+    (-x when p = 1) for the target. ``input`` and ``target`` (probabilities) are Tensors or arrays of one
+    shape, both differentiable; ``weight`` and ``pos_weight`` are constants that broadcast to the input
+    (``pos_weight`` per class: the last dimension). The result has the input's dtype. Returns a 0-d Tensor, or
+    the terms for ``reduction='none'``. ValueError for differing or non-broadcasting shapes or a bad
+    ``reduction``; TypeError for non-real operands.
     """
     name = "binary_cross_entropy_with_logits"
     _check_reduction(reduction, name)
@@ -84,20 +89,22 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None
     w = _constant(weight, x.shape, name, "weight")
     p = _constant(pos_weight, x.shape, name, "pos_weight")
     e = np.exp(-np.abs(x))
-    softplus_neg = np.maximum(-x, 0.0) + np.log1p(e)          # -log σ(x)
-    has_pos = p is not None
-    log_weight = (p - 1.0) * y + 1.0 if has_pos else 1.0
-    terms = (1.0 - y) * x + log_weight * softplus_neg
+    log1p_e = np.log1p(e)
+    sp_pos = np.maximum(x, 0.0) + log1p_e           # softplus(x) = -log(1 - σ(x))
+    sp_neg = np.maximum(-x, 0.0) + log1p_e          # softplus(-x) = -log σ(x)
+    py = y if p is None else p * y
+    terms = (1.0 - y) * sp_pos + py * sp_neg
     if w is not None:
         terms = terms * w
-    out, scale = _reduced(terms, reduction, _result_dtype(ox, oy))
+    out, scale = _reduced(terms, reduction, x.dtype)
 
     def backward(g: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        sig = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))   # σ(x) without overflow
+        positive = x >= 0
+        sig_pos = np.where(positive, 1.0, e) / (1.0 + e)          # σ(x), without overflow
+        sig_neg = np.where(positive, e, 1.0) / (1.0 + e)          # σ(-x) = 1 - σ(x), without cancellation
         gs = g * scale if w is None else g * scale * w
-        # d/dx = 1 - y - L·σ(-x) = L·σ(x) + (1 - y - L), in this order so that a tiny σ(x) is not lost
-        gx = gs * (log_weight * sig + (1.0 - y - log_weight))
-        gy = gs * (-x + (p - 1.0) * softplus_neg) if has_pos else gs * -x
+        gx = gs * ((1.0 - y) * sig_pos - py * sig_neg)
+        gy = gs * -x if p is None else gs * (p * sp_neg - sp_pos)
         return gx, gy
     return _make(name, out, [ox, oy], backward)
 
