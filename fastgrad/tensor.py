@@ -488,7 +488,8 @@ def _extremum(x: Tensor, axis: Any, keepdims: bool, largest: bool) -> Tensor:
     name = "max" if largest else "min"
     if any(a.shape[ax] == 0 for ax in axes):
         raise ValueError(f"{name}(): empty reduction (shape {a.shape}, axis {axis!r}) has no {name}imum")
-    out = (np.amax if largest else np.amin)(a, axis=axes, keepdims=True)
+    # np.asarray: a 0-d input reduces to a NumPy scalar, and .data is always an ndarray
+    out = np.asarray(a.max(axis=axes, keepdims=True) if largest else a.min(axis=axes, keepdims=True))
     result = out if keepdims else out.reshape([n for i, n in enumerate(a.shape) if i not in axes])
 
     def backward(g: np.ndarray) -> Tuple[np.ndarray]:
@@ -617,9 +618,11 @@ def softmax(x: Any, axis: int = -1) -> Tensor:
     ±1000; an entry of +inf (or a row of -inf) gives nan, as in PyTorch. Keeps the input's dtype. TypeError
     or ValueError for a bad axis; a 0-d input is one element (its softmax is 1)."""
     a, _, orig = _operand(x)
-    ax = _axis_of(axis, max(a.ndim, 1), "softmax") if a.ndim else None
-    e = np.exp(a - np.amax(a, axis=ax, keepdims=True))
-    s = e / e.sum(axis=ax, keepdims=True)
+    ax: Optional[int] = _axis_of(axis, max(a.ndim, 1), "softmax")
+    if a.ndim == 0:
+        ax = None                   # a 0-d input is one element (axis 0 or -1)
+    e = np.exp(a - a.max(axis=ax, keepdims=True))
+    s = np.asarray(e / e.sum(axis=ax, keepdims=True))
 
     def backward(g: np.ndarray) -> Tuple[np.ndarray]:
         return (s * (g - (g * s).sum(axis=ax, keepdims=True)),)
@@ -631,11 +634,13 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
     not -inf, for the far entry); an entry of +inf (or a row of -inf) gives nan and an entry of -inf gives
     -inf, as in PyTorch. Keeps the input's dtype. TypeError or ValueError for a bad axis."""
     a, _, orig = _operand(x)
-    ax = _axis_of(axis, max(a.ndim, 1), "log_softmax") if a.ndim else None
-    z = a - np.amax(a, axis=ax, keepdims=True)
+    ax: Optional[int] = _axis_of(axis, max(a.ndim, 1), "log_softmax")
+    if a.ndim == 0:
+        ax = None                   # a 0-d input is one element (axis 0 or -1)
+    z = a - a.max(axis=ax, keepdims=True)
     e = np.exp(z)
     s = e.sum(axis=ax, keepdims=True)
-    out = z - np.log(s)
+    out = np.asarray(z - np.log(s))
 
     def backward(g: np.ndarray) -> Tuple[np.ndarray]:
         return (g - (e / s) * g.sum(axis=ax, keepdims=True),)
@@ -651,9 +656,9 @@ def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     axes = _axes(axis, a.ndim)
     if any(a.shape[ax] == 0 for ax in axes):
         raise ValueError(f"logsumexp(): empty reduction (shape {a.shape}, axis {axis!r})")
-    m = np.amax(a, axis=axes, keepdims=True)
+    m = np.asarray(a.max(axis=axes, keepdims=True))
     m[np.isinf(m)] = 0.0           # PyTorch's guard: inf - inf would make a nan of an infinite result
-    lse = np.log(np.exp(a - m).sum(axis=axes, keepdims=True)) + m
+    lse = np.asarray(np.log(np.exp(a - m).sum(axis=axes, keepdims=True)) + m)
     out = lse if keepdims else lse.reshape([n for i, n in enumerate(a.shape) if i not in axes])
 
     def backward(g: np.ndarray) -> Tuple[np.ndarray]:

@@ -10,6 +10,7 @@ logit of ±inf gives what PyTorch gives. The input's float dtype is kept (float3
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -40,7 +41,7 @@ def _pair(input: Any, target: Any, name: str) -> Tuple[np.ndarray, Any, np.ndarr
 def _reduced(terms: np.ndarray, reduction: str, dtype: np.dtype) -> Tuple[np.ndarray, float]:
     """(the reduced value in ``dtype``, the scale d value / d term) of elementwise ``terms``."""
     if reduction == "none":
-        return terms.astype(dtype, copy=False), 1.0
+        return np.asarray(terms, dtype=dtype), 1.0        # (a 0-d input gives a NumPy scalar)
     total = terms.sum()
     if reduction == "sum":
         return np.asarray(total, dtype=dtype), 1.0
@@ -140,6 +141,8 @@ def _labels(target: Any, n: Optional[int], n_classes: int, ignore_index: int, na
     if t.shape != want:
         raise ValueError(f"{name}(): {'one target' if n is None else f'{n} targets'} needed for logits of "
                          f"{'one row' if n is None else f'{n} rows'}, got targets of shape {t.shape}")
+    if t.size == 0 or (t.min() >= 0 and t.max() < n_classes):
+        return t.astype(np.intp, copy=False)
     bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
     if bad.any():
         raise IndexError(f"{name}(): target {t[bad].flat[0]} is out of bounds for {n_classes} classes")
@@ -174,38 +177,50 @@ def cross_entropy(input: Any, target: Any, weight: Any = None, *, ignore_index: 
     n, n_classes = x2.shape
     t = _labels(target, None if single else n, n_classes, ignore_index, name).reshape(n)
     w = _class_weights(weight, n_classes, name)
-    kept = t != ignore_index
     rows = np.arange(n)
-    t_safe = np.where(kept, t, 0)
-    w_t = np.where(kept, 1.0 if w is None else w[t_safe], 0.0)     # each row's weight (0: ignored)
+    kept = t != ignore_index
+    every = bool(kept.all())
+    t_safe = t if every else np.where(kept, t, 0)
+    if w is None:           # each row's weight (0: ignored)
+        w_t = 1.0 if every else kept.astype(np.float64)
+    else:
+        w_t = w[t_safe] if every else np.where(kept, w[t_safe], 0.0)
     # log softmax, shifted by the row max
-    z = x2 - np.amax(x2, axis=1, keepdims=True)
+    z = x2 - x2.max(axis=1, keepdims=True)
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)
     logp = z - np.log(s)
-    terms = np.where(kept, -logp[rows, t_safe] * w_t, 0.0)
+    terms = -logp[rows, t_safe] * w_t
+    if not every:
+        terms = np.where(kept, terms, 0.0)     # an ignored row is 0 even where its logp is -inf or nan
     if eps:
         smooth = -(logp.sum(axis=1) if w is None else logp @ w)
-        terms = (1.0 - eps) * terms + np.where(kept, (eps / n_classes) * smooth, 0.0)
+        terms = (1.0 - eps) * terms + (eps / n_classes) * (smooth if every else np.where(kept, smooth, 0.0))
     dtype = x.dtype
     if reduction == "none":
         out, scale = terms.astype(dtype, copy=False), 1.0
         if single:
             out = out.reshape(())
     else:
-        total = terms.sum()
-        denom = w_t.sum() if reduction == "mean" else 1.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = np.asarray(total / denom, dtype=dtype)
-            scale = 1.0 / denom if denom else np.nan
+        if reduction == "sum":
+            denom = 1.0
+        else:                       # 'mean' divides by the targets' total weight (all rows ignored: nan)
+            denom = n if w is None and every else float(np.sum(w_t))
+        scale = 1.0 / denom if denom else math.nan
+        out = np.asarray(terms.sum() * scale if denom else math.nan, dtype=dtype)
 
     def backward(g: np.ndarray) -> Tuple[np.ndarray]:
-        # q: each row's target distribution, times its weight; d term_i / d x_i = (Σ_c q_ic)·p_i - q_i
+        # d term_i / d x_i = (Σ_c q_ic)·p_i - q_i, q_i row i's target distribution times its weight
+        gr = (np.asarray(g).reshape(-1) * scale)[:, None] if reduction == "none" else g * scale
+        if w is None and every and not eps:         # q is one-hot: softmax - onehot
+            grad = e / s
+            grad[rows, t] -= 1.0
+            grad *= gr
+            return (grad.reshape(x.shape),)
         q = np.zeros((n, n_classes))
         q[rows, t_safe] = (1.0 - eps) * w_t
         if eps:
-            q += (eps / n_classes) * (1.0 if w is None else w) * kept[:, None]
-        gr = (np.asarray(g).reshape(-1) * scale)[:, None] if reduction == "none" else g * scale
+            q += (eps / n_classes) * (1.0 if w is None else w) * (1.0 if every else kept[:, None])
         grad = (q.sum(axis=1, keepdims=True) * (e / s) - q) * gr
         return (grad.reshape(x.shape),)
     return _make(name, out, [ox], backward)

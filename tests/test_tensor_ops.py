@@ -572,3 +572,19 @@ def test_a_small_classifier_step_matches_numpy_by_hand():
     p[np.arange(8), labels] -= 1
     np.testing.assert_allclose(tw.grad, x.T @ p / 8, rtol=1e-13)
     np.testing.assert_allclose(tb.grad, p.sum(0) / 8, rtol=1e-13)
+
+
+def test_0d_inputs_give_arrays():
+    for build, value in [(lambda t: t.max(), 2.0), (lambda t: t.min(), 2.0), (lambda t: t.softmax(), 1.0),
+                         (lambda t: t.log_softmax(0), 0.0), (lambda t: t.logsumexp(), 2.0),
+                         (lambda t: tf.mse_loss(t, 1.0, reduction="none"), 1.0),
+                         (lambda t: tf.binary_cross_entropy_with_logits(t, 1.0, reduction="none"),
+                          math.log1p(math.exp(-2.0)))]:
+        t = fg.Tensor(np.float32(2.0), requires_grad=True)
+        out = build(t)
+        assert isinstance(out.data, np.ndarray) and out.shape == () and out.dtype == np.float32
+        assert out.item() == pytest.approx(value, rel=1e-6)
+        out.backward()
+        assert isinstance(t.grad, np.ndarray) and t.grad.shape == ()
+    with pytest.raises(ValueError, match="out of range"):
+        fg.Tensor(1.0).softmax(1)
