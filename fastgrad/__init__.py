@@ -7,7 +7,7 @@ from fastgrad.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_e
 from fastgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradgradcheck
 from fastgrad.inspection import draw, graph_table, stats, to_dot
 from fastgrad.tracing import Batched, Compiled, TraceError, compile, vmap
-from fastgrad.tensor import Tensor
+from fastgrad.tensor import Tensor, concatenate, stack, where
 from fastgrad.transforms import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp
 
 Value = Var  # micrograd code runs unchanged
@@ -15,7 +15,7 @@ Value = Var  # micrograd code runs unchanged
 __version__ = "0.1.0"
 
 __all__ = [
-    "Var", "Value", "Tensor", *_optable.PUBLIC_FUNCTIONS,
+    "Var", "Value", "Tensor", "where", "concatenate", "stack", *_optable.PUBLIC_FUNCTIONS,
     "grad", "value_and_grad", "vjp", "jvp", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "graph_table", "to_dot", "draw", "stats", "gradcheck", "gradgradcheck", "GradcheckError",
     "GradcheckResult", "custom_op", "Function", "compile", "Compiled", "vmap", "Batched", "TraceError",
