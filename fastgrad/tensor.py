@@ -496,6 +496,10 @@ def _unary_method(op: _optable.Op) -> Callable[..., Tensor]:
     return method
 
 
+# a Tensor is never a plain number to the scalar engine: `Var + Tensor` goes to Tensor.__radd__, and
+# fg.exp(tensor) is a TypeError instead of a float cut off from the graph
+_engine._not_a_number(Tensor)
+
 # every unary op of Var is a Tensor method (exp, log, tanh, relu, sigmoid, ...)
 for _op in _optable.OPS:
     if _op.form == _optable.UNARY and _op.method and not _op.method.startswith("__"):

@@ -315,3 +315,17 @@ def test_an_optimizer_over_tensors_survives_pickling():
         (p * p).sum().backward()
         o.step()
     np.testing.assert_array_equal(t2.data, t.data)
+
+
+def test_a_one_element_tensor_is_never_a_plain_number_to_the_scalar_engine():
+    t = fg.Tensor([2.0], requires_grad=True)
+    v = fg.Var(3.0)
+    y = v * t                      # Var.__mul__ declines; Tensor.__rmul__ keeps the graph
+    assert isinstance(y, fg.Tensor)
+    y.sum().backward()
+    assert t.grad.tolist() == [3.0] and v.grad == 2.0
+    for fn in (fg.exp, lambda x: fg.maximum(x, 1.0), lambda x: fg.Var(1.0) < x):
+        with pytest.raises(TypeError):
+            fn(t)
+    with pytest.raises(TypeError):
+        fg.Var(t)

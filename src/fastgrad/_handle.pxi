@@ -3,6 +3,18 @@
 _Real = numbers.Real
 _Complex = numbers.Complex
 _ndarray = np.ndarray
+# types that have __float__ but are not real numbers to an operator (fg.Tensor joins: a one-element Tensor
+# must reach Tensor's reflected operator, not become a constant cut off from its graph)
+_NOT_REAL = (str, bytes, bytearray, Var, _Complex)
+
+
+def _not_a_number(cls):
+    """Make ``as_real`` refuse instances of ``cls`` (operators then return NotImplemented)."""
+    global _NOT_REAL
+    if not isinstance(cls, type):
+        raise TypeError("_not_a_number takes a class")
+    if cls not in _NOT_REAL:
+        _NOT_REAL = _NOT_REAL + (cls,)
 
 
 cdef int as_real(object o, f64* out) except -1:
@@ -25,7 +37,7 @@ cdef int as_real(object o, f64* out) except -1:
         return 1
     # NOTE: anything else that converts itself with __float__ (decimal.Decimal, a user's number type) is a
     # real number too; strings are never parsed, complex numbers never lose their imaginary part.
-    if isinstance(o, (str, bytes, bytearray, Var, _Complex)) or not hasattr(type(o), "__float__"):
+    if isinstance(o, _NOT_REAL) or not hasattr(type(o), "__float__"):
         return 0
     out[0] = float(o)
     return 1
