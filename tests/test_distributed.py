@@ -250,6 +250,12 @@ def test_user_errors_are_not_retried(pool):
         assert workers.replacements == 0
 
 
+def test_workers_that_cannot_start_are_an_error_not_a_hang(ray_session):
+    from fastgrad.distributed import GradientWorkers
+    with pytest.raises(RuntimeError, match="did not start within 0.5 s.*cpus_per_worker=2"):
+        GradientWorkers(make_model, squared_error, 2, cpus_per_worker=2, start_timeout=0.5)
+
+
 def test_untraceable_loss_falls_back_to_eager(ray_session):
     from fastgrad.distributed import GradientWorkers
     params = values(make_model())

@@ -146,7 +146,8 @@ class GradientWorkers:
     ``local``: run the replicas one after another in this process, without Ray (the reference).
     ``actor_options``: more ``ray.remote`` options for the actors (``resources``, ``scheduling_strategy``).
 
-    Raises TypeError/ValueError for bad arguments; whatever a worker's model or loss raises at start-up.
+    Raises TypeError/ValueError for bad arguments; whatever a worker's model or loss raises at start-up;
+    RuntimeError if the actors do not start within ``start_timeout`` (not enough free CPUs in the cluster).
     """
 
     def __init__(self, model: ModelSpec, sample_loss: Callable[..., Var], num_workers: int = 2, *,
@@ -188,7 +189,15 @@ class GradientWorkers:
             self._loss_ref = ray.put(sample_loss)
             self.workers = [self._start() for _ in range(self.num_workers)]
             try:
-                counts = [c for c, _ in ray.get([w.ready.remote() for w in self.workers])]
+                counts = [c for c, _ in ray.get([w.ready.remote() for w in self.workers],
+                                                timeout=self.start_timeout)]
+            except ray.exceptions.GetTimeoutError:
+                self.shutdown()
+                free = ray.available_resources().get("CPU", 0)
+                raise RuntimeError(
+                    f"the {self.num_workers} workers did not start within {self.start_timeout:g} s "
+                    f"(start_timeout): each reserves cpus_per_worker={cpus_per_worker} CPU and Ray has "
+                    f"{free:g} free; other actors (an unfinished trainer?) may hold them") from None
             except BaseException:
                 self.shutdown()
                 raise
