@@ -3,9 +3,9 @@ from typing import Sequence, SupportsFloat, Union
 
 from fastgrad._engine import Var
 
-Scalar = Union[Var, int, float, SupportsFloat]
+_ScalarLike = Union[Var, int, float, SupportsFloat]
 
 def affine(
-    rows: Sequence[Sequence[Var]], bias: Sequence[Var] | None, xs: Sequence[Scalar],
+    rows: Sequence[Sequence[Var]], bias: Sequence[Var] | None, xs: Sequence[_ScalarLike],
     activation: str | None = None,
 ) -> list[Var]: ...
