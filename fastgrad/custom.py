@@ -135,10 +135,14 @@ class Function:
 
     @staticmethod
     def forward(*inputs: float) -> float:
+        """The op's value at the input values (floats); returns a float. Subclasses define it; here it raises
+        NotImplementedError."""
         raise NotImplementedError("subclasses of fastgrad.Function define a static forward")
 
     @staticmethod
     def backward(g: float, *inputs: float) -> Sequence[float]:
+        """One gradient per input, ``g`` times d output / d input, at the input values. Subclasses define it;
+        here it raises NotImplementedError."""
         raise NotImplementedError("subclasses of fastgrad.Function define a static backward")
 
     jvp: Optional[Callable] = None

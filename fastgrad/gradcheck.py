@@ -58,7 +58,14 @@ class GradcheckResult:
     skipped: {mode: why it was not checked}, e.g. {'forward': "custom op 'f' has no jvp rule"}.
     """
 
-    __slots__ = ("check", "checked", "skipped", "num_inputs", "num_outputs", "seed")
+    __slots__ = {
+        "check": "Which check ran: 'gradcheck' or 'gradgradcheck'.",
+        "checked": "The modes compared with central differences, e.g. ('reverse', 'forward').",
+        "skipped": "{mode: why it was not checked}.",
+        "num_inputs": "How many scalar inputs the function has.",
+        "num_outputs": "How many scalar outputs the function has.",
+        "seed": "The seed of the random directions.",
+    }
 
     def __init__(self, check: str, checked: Sequence[str], skipped: Dict[str, str], num_inputs: int,
                  num_outputs: int, seed: int):

@@ -73,7 +73,9 @@ class Tensor:
     Raises TypeError for non-real data, and for integer/bool data with `requires_grad=True`.
     """
 
-    __slots__ = ("data", "_node", "__weakref__")
+    __slots__ = {"data": "The values (an ndarray, float64 or float32); optimizers update it in place.",
+                 "_node": "The engine node (a Var handle) while the tensor takes part in differentiation.",
+                 "__weakref__": None}
     __array_ufunc__ = None    # NumPy defers to Tensor's reflected operators
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
@@ -100,18 +102,22 @@ class Tensor:
     # ---- state ----
     @property
     def shape(self) -> Tuple[int, ...]:
+        """The array's shape."""
         return self.data.shape
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return self.data.ndim
 
     @property
     def dtype(self) -> np.dtype:
+        """float64 or float32."""
         return self.data.dtype
 
     @property
     def size(self) -> int:
+        """The number of elements."""
         return self.data.size
 
     @property
@@ -122,6 +128,7 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
+        """True for a tensor made by the user (or outside the graph), False for a recorded op's result."""
         return self._node is None or self._node.is_leaf
 
     @property
@@ -150,6 +157,7 @@ class Tensor:
             g.fill(0.0)
 
     def item(self) -> float:
+        """The value of a one-element tensor as a float; ValueError for more elements."""
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor of one element, got shape {self.shape}")
         return float(self.data.reshape(()))
@@ -163,6 +171,7 @@ class Tensor:
         return Tensor._result(self.data, None)
 
     def argmax(self, axis: Optional[int] = None) -> np.ndarray:
+        """NumPy's argmax of the data (an integer array, outside the graph)."""
         return np.argmax(self.data, axis=axis)
 
     def __reduce__(self) -> Any:
@@ -294,6 +303,7 @@ class Tensor:
         return logsumexp(self, axis, keepdims)
 
     def reshape(self, *shape: Any) -> Tensor:
+        """The same elements in ``shape`` (one -1 allowed); ValueError when the sizes differ."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         out = self.data.reshape(shape)
@@ -301,6 +311,7 @@ class Tensor:
         return _make("reshape", out, [self], lambda g: (g.reshape(original),))
 
     def transpose(self, *axes: Any) -> Tensor:
+        """Axes permuted by ``axes`` (reversed by default); ValueError for a bad permutation."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         perm = tuple(axes) if axes else tuple(reversed(range(self.ndim)))
@@ -310,6 +321,7 @@ class Tensor:
 
     @property
     def T(self) -> Tensor:
+        """The transpose (axes reversed)."""
         return self.transpose()
 
     def __getitem__(self, index: Any) -> Tensor:

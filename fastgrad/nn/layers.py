@@ -215,6 +215,7 @@ class Neuron(Module):
 
     @property
     def nonlin(self) -> bool:
+        """micrograd's flag: does the neuron apply a nonlinearity (its activation is not 'linear')?"""
         return self.activation != "linear"
 
     def forward(self, x: Sequence[Scalar]) -> Var:
@@ -713,6 +714,7 @@ class Identity(Module):
     """Returns its input."""
 
     def forward(self, x: Any) -> Any:
+        """Returns ``x`` unchanged."""
         return x
 
 

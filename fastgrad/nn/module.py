@@ -63,6 +63,7 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """What calling the module computes; subclasses define it (here: NotImplementedError)."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     # ---- the one walk: every method that visits the tree is built on named_children ----
