@@ -104,6 +104,12 @@ def test_import_without_ray_names_the_extra():
 
 # ---- Ray ----
 
+# NOTE: Ray starts its processes with subprocess and a preexec_fn, which runs the interpreter's at-fork
+# handlers. JAX (imported by earlier tests in the same process, for its jax.jit rows) warns from its handler
+# that forking a multithreaded process may deadlock; the forked child only execs Ray's own binaries, so the
+# warning does not concern these tests, and under `-W error` it would fail them.
+pytestmark = pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
+
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
