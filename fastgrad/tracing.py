@@ -322,24 +322,8 @@ class Batched(_Traced):
         self.block = block
 
     def __call__(self, *batch: Any) -> Any:
-        if not batch:
-            raise TypeError("fg.vmap: call with at least one array of samples")
-        arrays = []
-        for k, a in enumerate(batch):
-            if isinstance(a, Var) or _pytree.contains_var([a]):
-                raise TypeError(f"fg.vmap: argument {k} holds Vars; pass the samples as numbers (arrays)")
-            arr = np.asarray(a)
-            if arr.dtype.kind not in "biuf":
-                raise TypeError(f"fg.vmap: argument {k} must hold real numbers, got dtype {arr.dtype}")
-            if arr.ndim == 0:
-                raise ValueError(f"fg.vmap: argument {k} is a scalar; each argument needs a sample axis")
-            arrays.append(arr)
+        arrays = sample_arrays(batch, "fg.vmap")
         n = arrays[0].shape[0]
-        for k, arr in enumerate(arrays):
-            if arr.shape[0] != n:
-                raise ValueError(f"fg.vmap: argument {k} has {arr.shape[0]} samples, argument 0 has {n}")
-        if n == 0:
-            raise ValueError("fg.vmap: no samples (the sample axis has length 0)")
         key = tuple(arr.shape[1:] for arr in arrays)
         entry = self._entry(key, tuple(arr[0] if arr.ndim > 1 else arr[0].item() for arr in arrays))
         X = np.ascontiguousarray(np.concatenate([arr.reshape(n, -1) for arr in arrays], axis=1),
@@ -359,6 +343,30 @@ class Batched(_Traced):
 
     def __repr__(self) -> str:
         return f"<fg.vmap of {getattr(self.fn, '__qualname__', self.fn)!s}: {len(self._cache)} tape(s)>"
+
+
+def sample_arrays(batch: Tuple[Any, ...], who: str) -> List[np.ndarray]:
+    """The arguments of a batched call as arrays of real numbers sharing a first (sample) axis of length >= 1;
+    TypeError/ValueError, prefixed with ``who``, otherwise (fg.vmap's check; fastgrad.distributed's too)."""
+    if not batch:
+        raise TypeError(f"{who}: call with at least one array of samples")
+    arrays = []
+    for k, a in enumerate(batch):
+        if isinstance(a, Var) or _pytree.contains_var([a]):
+            raise TypeError(f"{who}: argument {k} holds Vars; pass the samples as numbers (arrays)")
+        arr = np.asarray(a)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{who}: argument {k} must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim == 0:
+            raise ValueError(f"{who}: argument {k} is a scalar; each argument needs a sample axis")
+        arrays.append(arr)
+    n = arrays[0].shape[0]
+    for k, arr in enumerate(arrays):
+        if arr.shape[0] != n:
+            raise ValueError(f"{who}: argument {k} has {arr.shape[0]} samples, argument 0 has {n}")
+    if n == 0:
+        raise ValueError(f"{who}: no samples (the sample axis has length 0)")
+    return arrays
 
 
 def _unflatten_values(treedef: Any, values: np.ndarray) -> Any:

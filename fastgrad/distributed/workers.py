@@ -34,6 +34,7 @@ import fastgrad as fg
 from fastgrad import _optim
 from fastgrad._engine import Var, param_index
 from fastgrad.nn.module import Module
+from fastgrad.tracing import sample_arrays
 
 __all__ = ["GradientWorkers", "WorkerLostError"]
 
@@ -339,26 +340,8 @@ class GradientWorkers:
 
 
 def check_batch(batch: Sequence[Any]) -> List[np.ndarray]:
-    """The batch as arrays of real numbers with a common first (sample) axis of length >= 1."""
-    if not batch:
-        raise TypeError("a batch needs at least one array of samples (one row per sample)")
-    arrays = []
-    for k, a in enumerate(batch):
-        if isinstance(a, Var):
-            raise TypeError(f"batch argument {k} is a Var; pass the samples as numbers (arrays)")
-        arr = np.asarray(a)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"batch argument {k} must hold real numbers, got dtype {arr.dtype}")
-        if arr.ndim == 0:
-            raise ValueError(f"batch argument {k} is a scalar; each argument needs a sample axis")
-        arrays.append(arr)
-    n = len(arrays[0])
-    for k, arr in enumerate(arrays):
-        if len(arr) != n:
-            raise ValueError(f"batch argument {k} has {len(arr)} samples, argument 0 has {n}")
-    if n == 0:
-        raise ValueError("the batch has no samples")
-    return arrays
+    """The batch as arrays of real numbers sharing a first (sample) axis of length >= 1 (fg.vmap's check)."""
+    return sample_arrays(tuple(batch), "batch")
 
 
 def _shard_bounds(n: int, parts: int) -> List[Tuple[int, int]]:
