@@ -299,3 +299,46 @@ def test_a_one_element_tensor_is_never_a_plain_number_to_the_scalar_engine():
             fn(t)
     with pytest.raises(TypeError):
         fg.Var(t)
+
+
+def test_a_rule_that_raises_leaves_no_adjoint_behind():
+    t = fg.Tensor([1.0, 2.0], requires_grad=True)
+    a = t * 2.0
+    bad = fg.Tensor._result(a.data.copy(), _engine.custom(0.0, [a._node], _engine.TensorRule(
+        "bad", lambda g: 1 / 0)))
+    loss = (bad + a * 3.0).sum()          # a's adjoint is pending when bad's rule raises
+    with pytest.raises(ZeroDivisionError):
+        loss.backward()
+    assert _engine._tensor_adjoints_held() == 0
+    del loss, bad, a
+    u = fg.Tensor([1.0, 2.0], requires_grad=True)
+    ((u * 2.0) * 3.0).sum().backward()      # new nodes may reuse the freed indices
+    np.testing.assert_array_equal(u.grad, [6.0, 6.0])
+
+
+def test_the_engines_tensor_entry_points_refuse_what_is_not_theirs():
+    v = fg.Var(1.0)
+    with pytest.raises(TypeError, match="not a tensor node"):
+        _engine._tensor_backward(v * 2.0, np.ones(()))
+    with pytest.raises(TypeError, match="not a tensor node"):
+        _engine._tensor_backward(v, np.ones(()))
+    assert v.grad == 0.0 and _engine._tensor_adjoints_held() == 0
+    with pytest.raises(ValueError, match="leaf"):
+        _engine._tensor_leaf(v * 2.0, np.float64)
+    with pytest.raises(ValueError, match="not a tensor leaf"):
+        _engine._set_tensor_grad(v, np.ones(()))
+    with pytest.raises(RuntimeError, match="never initialised"):
+        _engine._tensor_grad(fg.Var.__new__(fg.Var))
+    with pytest.raises(ValueError, match="not an elementwise op"):
+        from fastgrad import _elementwise
+        _elementwise.value(0, np.ones(2), None, 0.0, np.empty(2))
+    with pytest.raises(ValueError, match="elements"):
+        _elementwise.value(14, np.ones(2), None, 0.0, np.empty(3))
+    t = fg.Tensor([1.0, float("nan")], requires_grad=True)
+    (t.exp() * t).sum().backward()                       # NaN flows, as IEEE says
+    assert np.isnan(t.grad[1]) and t.grad[0] == pytest.approx(2 * np.e)
+    wrong = fg.Tensor._result(np.ones(2), _engine.custom(0.0, [t._node], _engine.TensorRule(
+        "wrong", lambda g: (g, g))))
+    with pytest.raises(ValueError, match="2 gradients for 1 inputs"):
+        wrong.sum().backward()
+    assert _engine._tensor_adjoints_held() == 0

@@ -161,6 +161,10 @@ cdef int reverse_pass(i64 out, f64 seed, intp wk, bint keep_leaves) except -1:
                                                       &pending)
     finally:
         drop(out)
+        # a rule that raised leaves the array adjoints of the tensor nodes still pending: a later walk
+        # holding this record must not find them (node indices are reused)
+        if wk < len(_walk_tensor_adj):
+            (<dict>_walk_tensor_adj[wk]).clear()
     return 0
 
 

@@ -76,6 +76,11 @@ cdef int accumulate_leaf(i64 p, g) except -1:
     return 0
 
 
+def _tensor_adjoints_held():
+    """How many array adjoints the walk records hold (0 whenever no walk runs)."""
+    return sum(len(d) for d in _walk_tensor_adj)
+
+
 cdef dict tensor_adj(intp wk):
     while len(_walk_tensor_adj) <= wk:
         _walk_tensor_adj.append({})
@@ -123,10 +128,11 @@ def _tensor_backward(Var root, seed):
         if A.aux[i] != FROZEN:
             accumulate_leaf(i, seed)
         return
+    if A.op[i] != OP_CUSTOM or type(_custom_fns.get(i)) is not TensorRule:
+        raise TypeError("_tensor_backward: the root is not a tensor node")
     wk = acquire_walk()
     try:
         tensor_adj(wk)[i] = seed
-        reverse_pass(i, 0.0, wk, True)
+        reverse_pass(i, 0.0, wk, True)      # clears the walk's array adjoints when it ends, raising or not
     finally:
-        (<dict>_walk_tensor_adj[wk]).clear()
         release_walk(wk)
