@@ -12,6 +12,7 @@ import platform
 import runpy
 import sysconfig
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -53,6 +54,11 @@ extensions = [
         extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3", *INLINE]) + ["-ffp-contract=off"]
         + OPENMP.get(path, []) + ISA.get(path, []),
         extra_link_args=OPENMP.get(path, []),
+        # the NumPy C API (the Tensor fast paths): wheels built against NumPy 2 headers import with any
+        # NumPy >= 1.22 (the oldest the package supports) only with this target version set
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION")],
     )
     for path in sorted(glob.glob(os.path.join("src", "fastgrad", "_*.pyx")))
     if path != _REPLAY_AVX2 or X86_64

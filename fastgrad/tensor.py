@@ -218,58 +218,30 @@ class Tensor:
                 raise ValueError(f"backward(): gradient has shape {seed.shape}, the output {self.shape}")
         _engine._tensor_backward(self._node, seed)
 
-    # ---- operators ----
-    def __add__(self, other: Any) -> Tensor:
-        return _binary("add", self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return _binary("add", other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return _binary("sub", self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return _binary("sub", other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return _binary("mul", self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return _binary("mul", other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return _binary("div", self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return _binary("div", other, self)
-
-    def __pow__(self, other: Any) -> Tensor:
-        if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            return _unary("powc", self, float(other))
-        return _binary("pow", self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return _binary("pow", other, self)
-
+    # ---- operators (made from the op table's OPERATORS below: __add__, __radd__, ..., __rpow__) ----
     def __neg__(self) -> Tensor:
-        return _unary("neg", self)
+        return _unop(_CODES["neg"], self)
 
     def __abs__(self) -> Tensor:
-        return _unary("abs", self)
+        return _unop(_CODES["abs"], self)
 
     def __matmul__(self, other: Any) -> Tensor:
-        return matmul(self, other)
+        return _engine._tensor_matmul(self, other)
 
     def __rmatmul__(self, other: Any) -> Tensor:
-        return matmul(other, self)
+        return _engine._tensor_matmul(other, self)
 
     # ---- reductions and shape ----
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """Sum over ``axis`` (all axes by default)."""
+        if axis is None and keepdims is False:
+            return _engine._tensor_total(self, False)
         return _sum(self, axis, keepdims, mean=False)
 
     def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """Mean over ``axis`` (all axes by default)."""
+        if axis is None and keepdims is False:
+            return _engine._tensor_total(self, True)
         return _sum(self, axis, keepdims, mean=True)
 
     def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -393,6 +365,9 @@ def _result_dtype(*operands: Any) -> np.dtype:
     return np.dtype(np.float64)
 
 
+_unop = _engine._tensor_unop    # (code, x, k=0.0): the engine's fast path, falling back to _unary
+
+
 def _f64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
 
@@ -474,6 +449,11 @@ def _axes(axis: Any, ndim: int) -> Tuple[int, ...]:
 
 def matmul(x: Any, z: Any) -> Tensor:
     """Matrix product of 1-D or 2-D tensors (NumPy's `@`). ValueError for mismatched inner sizes."""
+    return _engine._tensor_matmul(x, z)
+
+
+def _matmul(x: Any, z: Any) -> Tensor:
+    """`matmul`'s general path (the engine's fast path takes two float64 matrices)."""
     a, _, ox = _operand(x)
     b, _, oz = _operand(z)
     if not (1 <= a.ndim <= 2 and 1 <= b.ndim <= 2):
@@ -494,15 +474,15 @@ def matmul(x: Any, z: Any) -> Tensor:
 
 
 def _unary_method(op: _optable.Op) -> Callable[..., Tensor]:
-    name = op.name
+    name, code = op.name, _CODES[op.name]
     if op.param is not None:
         pname, default = op.param
 
         def method(self: Tensor, k: float = default) -> Tensor:
-            return _unary(name, self, float(k))
+            return _unop(code, self, float(k))
     else:
         def method(self: Tensor) -> Tensor:
-            return _unary(name, self)
+            return _unop(code, self)
     method.__name__ = method.__qualname__ = op.method or name
     method.__doc__ = f"Elementwise {op.doc or name} (the op table's `{name}`)."
     return method
@@ -516,6 +496,31 @@ _engine._not_a_number(Tensor)
 for _op in _optable.OPS:
     if _op.form == _optable.UNARY and _op.method and not _op.method.startswith("__"):
         setattr(Tensor, _op.method, _unary_method(_op))
+
+
+def _operator_methods(opr: _optable.Operator) -> Tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    """`Tensor.__OP__` and `__rOP__` of one of the op table's operators: the engine's fast path for float64
+    operands, which falls back to `_binary` for the rest."""
+    code, kright, sign, kleft = (_CODES[opr.var_var], _CODES[opr.var_const], opr.const_sign,
+                                 _CODES[opr.const_var])
+    binop = _engine._tensor_binop
+
+    def method(self: Tensor, other: Any) -> Tensor:
+        return binop(code, kright, sign, kleft, self, other)
+
+    def reflected(self: Tensor, other: Any) -> Tensor:
+        return binop(code, kright, sign, kleft, other, self)
+    for f, dunder in ((method, f"__{opr.dunder}__"), (reflected, f"__r{opr.dunder}__")):
+        f.__name__ = dunder
+        f.__qualname__ = f"Tensor.{dunder}"
+    return method, reflected
+
+
+for _opr in _optable.OPERATORS:
+    _m, _r = _operator_methods(_opr)
+    setattr(Tensor, _m.__name__, _m)
+    setattr(Tensor, _r.__name__, _r)
+del _opr, _m, _r
 
 
 # ---- reductions that select: max, min ----
@@ -702,3 +707,7 @@ def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     def backward(g: np.ndarray) -> Tuple[np.ndarray]:
         return (np.asarray(g).reshape(lse.shape) * np.exp(a - lse),)
     return _make("logsumexp", out, [orig], backward)
+
+
+# the engine's fast paths (float64 C-contiguous operands) fall back to these general ones
+_engine._tensor_register(Tensor, _binary, _unary, _matmul, lambda x, mean: _sum(x, None, False, mean))

@@ -35,10 +35,14 @@ from libc.stdint cimport SIZE_MAX
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
+cimport numpy as cnp
+
 import numbers
 import weakref
 
 import numpy as np
+
+cnp.import_array()
 
 from fastgrad._ops cimport *
 from fastgrad._types cimport f64, i64, u8, u32, intp

@@ -119,7 +119,7 @@ cdef i64 sweep_body(FrozenTest tag, i64 i, u32* mark, f64* adj, u32 epoch, bint 
 cdef int run_custom(i64 j, intp wk, bint keep_leaves, intp* pending) except -1:
     """Run the Python reverse rule of custom node ``j`` and accumulate what it returns into its inputs."""
     fn = _custom_fns[j]
-    if type(fn) is TensorRule:
+    if isinstance(fn, TensorRule):
         return run_tensor_rule(j, <TensorRule>fn, wk, keep_leaves, pending)
     cdef intp n = <intp>A.p1[j], m
     grads = tuple(fn(A.walk[wk].adj[j]))

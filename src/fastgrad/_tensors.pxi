@@ -93,30 +93,22 @@ cdef int run_tensor_rule(i64 j, TensorRule rule, intp wk, bint keep_leaves, intp
     g = adj.pop(j, None)
     if g is None:       # reached only by zero scalar contributions: nothing to pass on
         return 0
+    if type(rule) is ElemRule:
+        return run_elem_rule(j, <ElemRule>rule, g, adj, wk, keep_leaves, pending)
+    if type(rule) is MatmulRule:
+        return run_matmul_rule(j, <MatmulRule>rule, g, adj, wk, keep_leaves, pending)
+    if type(rule) is TotalRule:
+        return run_total_rule(j, <TotalRule>rule, g, adj, wk, keep_leaves, pending)
     grads = rule.backward(g)
     cdef intp n = <intp>A.p1[j], m
     if len(grads) != n:
         raise ValueError(f"tensor op {rule.name}: backward returned {len(grads)} gradients for {n} inputs")
-    cdef i64 p
-    cdef Walk* w
     for m in range(n):
         gm = grads[m]
-        if gm is None:
-            continue
-        p = args_of(j)[m]     # re-read: the rule may have grown the side arrays
-        if p in _tensor_grads:              # a tensor leaf
-            if keep_leaves and A.aux[p] != FROZEN:
-                accumulate_leaf(p, gm)
-            continue
-        w = &A.walk[wk]
-        if A.op[p] == OP_CUSTOM and type(_custom_fns.get(p)) is TensorRule:
-            if p in adj:
-                adj[p] = adj[p] + gm
-            else:
-                adj[p] = gm
-            acc(p, 0.0, A.op, A.aux, A.grad, w.mark, w.adj, w.epoch, keep_leaves, True, pending)
-        else:                               # a Var operand (a 0-d tensor meets a scalar): a number
-            acc(p, float(np.sum(gm)), A.op, A.aux, A.grad, w.mark, w.adj, w.epoch, keep_leaves, True, pending)
+        if gm is not None:
+            # re-read: the rule may have grown the side arrays. Not owned: a rule may return views of g, or
+            # one array for two inputs
+            deliver(args_of(j)[m], gm, False, adj, wk, keep_leaves, pending)
     return 0
 
 
@@ -128,11 +120,450 @@ def _tensor_backward(Var root, seed):
         if A.aux[i] != FROZEN:
             accumulate_leaf(i, seed)
         return
-    if A.op[i] != OP_CUSTOM or type(_custom_fns.get(i)) is not TensorRule:
+    if not is_tensor_op(i):
         raise TypeError("_tensor_backward: the root is not a tensor node")
     wk = acquire_walk()
     try:
-        tensor_adj(wk)[i] = seed
+        tensor_adj(wk)[i] = np.array(seed, dtype=np.float64, order="C")    # owned by the walk
         reverse_pass(i, 0.0, wk, True)      # clears the walk's array adjoints when it ends, raising or not
     finally:
         release_walk(wk)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fast paths. The common Tensor ops on float64 C-contiguous arrays are built and differentiated here, with
+# no Python per op beyond the call: elementwise ops of the op table (same shapes, a row broadcast over the
+# last axis as for a bias, or a Python number), 2-D matmul and whole-array sum/mean. Their rules are
+# TensorRule subclasses that the sweep runs in C, accumulating into the inputs' gradient buffers in place.
+# Anything else (float32, other broadcasts, bad shapes, for the error message) takes tensor.py's general
+# path, registered by ``_tensor_register``.
+#
+# The array adjoints of a walk (``_walk_tensor_adj[wk]``) are owned by the walk: every array stored there is
+# one nothing else refers to (a fresh result, or a copy), so a fast rule may add into it in place.
+# ---------------------------------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    #define FG_F64C(o) (PyArray_Check(o) && PyArray_TYPE((PyArrayObject*)(o)) == NPY_DOUBLE \\
+        && PyArray_ISCARRAY_RO((PyArrayObject*)(o)) && PyArray_ISNOTSWAPPED((PyArrayObject*)(o)))
+    #define FG_F64W(o) (FG_F64C(o) && PyArray_ISWRITEABLE((PyArrayObject*)(o)))
+    """
+    bint FG_F64C(object o)     # a float64, C-contiguous, aligned, native array (read-only allowed)
+    bint FG_F64W(object o)     # the same, writeable
+
+
+cdef object _Tensor = None          # fastgrad.tensor.Tensor
+cdef object _slow_binary = None     # tensor.py's general paths: (name, x, z), (name, x, k), (x, z), (x, mean)
+cdef object _slow_unary = None
+cdef object _slow_matmul = None
+cdef object _slow_sum = None
+cdef object _np_matmul = np.matmul
+cdef object _F64 = np.dtype(np.float64)
+
+
+def _tensor_register(cls, binary, unary, matmul, total):
+    """tensor.py hands over its Tensor class and its general paths (the fast paths fall back to them)."""
+    global _Tensor, _slow_binary, _slow_unary, _slow_matmul, _slow_sum
+    _Tensor, _slow_binary, _slow_unary, _slow_matmul, _slow_sum = cls, binary, unary, matmul, total
+
+
+cdef inline f64* fptr(object a) noexcept:
+    return <f64*>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline intp fsize(object a) noexcept:
+    return <intp>cnp.PyArray_SIZE(<cnp.ndarray>a)
+
+
+cdef inline bint same_shape(object a, object b) noexcept:
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>a), d
+    if nd != cnp.PyArray_NDIM(<cnp.ndarray>b):
+        return False
+    cdef cnp.npy_intp* da = cnp.PyArray_DIMS(<cnp.ndarray>a)
+    cdef cnp.npy_intp* db = cnp.PyArray_DIMS(<cnp.ndarray>b)
+    for d in range(nd):
+        if da[d] != db[d]:
+            return False
+    return True
+
+
+cdef inline bint row_of(object r, object a) noexcept:
+    """Is ``r`` a 1-D row that broadcasts along the last axis of ``a`` (of 2 or more dimensions)?"""
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>a)
+    if cnp.PyArray_NDIM(<cnp.ndarray>r) != 1 or nd < 2:
+        return False
+    cdef cnp.npy_intp h = cnp.PyArray_DIMS(<cnp.ndarray>r)[0]
+    return h > 0 and cnp.PyArray_DIMS(<cnp.ndarray>a)[nd - 1] == h
+
+
+cdef inline object empty_as(object a):
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>a), cnp.PyArray_DIMS(<cnp.ndarray>a),
+                             cnp.NPY_DOUBLE, 0)
+
+
+cdef inline object zeros_as(object a):
+    return cnp.PyArray_ZEROS(cnp.PyArray_NDIM(<cnp.ndarray>a), cnp.PyArray_DIMS(<cnp.ndarray>a),
+                             cnp.NPY_DOUBLE, 0)
+
+
+cdef object new_tensor(object data, object node):
+    t = _Tensor.__new__(_Tensor)
+    t.data = data
+    t._node = node
+    return t
+
+
+cdef object tensor_op(object data, object na, object nb, TensorRule rule):
+    """The Tensor ``data`` of an op over the nodes ``na``, ``nb`` (None: a constant), recorded with ``rule``
+    unless neither takes part in differentiation or grad mode is off."""
+    cdef i64 arg[2]
+    cdef intp n = 0
+    if (na is None and nb is None) or not grad_enabled():
+        return new_tensor(data, None)
+    if na is not None:
+        arg[n] = idx_of(<Var>na)
+        n += 1
+    if nb is not None:
+        arg[n] = idx_of(<Var>nb)
+        n += 1
+    cdef Var v = Var.__new__(Var)
+    v.idx = new_nary(OP_CUSTOM, arg, n, n, 0.0)
+    A.refc[v.idx] += 1
+    _custom_fns[v.idx] = rule
+    return new_tensor(data, v)
+
+
+# how an input's gradient reaches it (tensor_dest, then settle)
+cdef enum:
+    DEST_DROP = 0       # nowhere (a constant, a frozen leaf, or a leaf outside backward())
+    DEST_LEAF = 1       # added in place into the tensor leaf's gradient buffer
+    DEST_NODE = 2       # added in place into the tensor node's adjoint (then marked pending)
+    DEST_LEAF_ADD = 3   # into scratch, then accumulate_leaf (a float32 leaf)
+    DEST_NODE_ADD = 4   # into scratch, then added to an adjoint that cannot take it in place
+    DEST_VAR = 5        # into scratch, then its sum to a scalar node (a Var operand)
+
+
+cdef inline int is_tensor_op(i64 p) except -1:
+    return A.op[p] == OP_CUSTOM and isinstance(_custom_fns.get(p), TensorRule)
+
+
+cdef object tensor_dest(i64 p, object like, dict adj, bint keep_leaves, int* kind):
+    """A float64 C array of ``like``'s shape into which input ``p``'s gradient is to be added: its own buffer
+    where it can take it in place (``kind`` DEST_LEAF or DEST_NODE), else zeroed scratch (see ``settle``)."""
+    if p in _tensor_grads:
+        if not keep_leaves or A.aux[p] == FROZEN:
+            kind[0] = DEST_DROP
+            return zeros_as(like)
+        old = _tensor_grads[p]
+        if FG_F64W(old) and same_shape(old, like):
+            kind[0] = DEST_LEAF
+            return old
+        if old is _F64:                     # the first gradient of a float64 leaf
+            buf = zeros_as(like)
+            _tensor_grads[p] = buf
+            kind[0] = DEST_LEAF
+            return buf
+        kind[0] = DEST_LEAF_ADD
+        return zeros_as(like)
+    if is_tensor_op(p):
+        old = adj.get(p)
+        if old is None:
+            buf = zeros_as(like)
+            adj[p] = buf
+            kind[0] = DEST_NODE
+            return buf
+        if FG_F64W(old) and same_shape(old, like):
+            kind[0] = DEST_NODE
+            return old
+        kind[0] = DEST_NODE_ADD
+        return zeros_as(like)
+    kind[0] = DEST_VAR
+    return zeros_as(like)
+
+
+cdef int settle(i64 p, int kind, object buf, dict adj, intp wk, bint keep_leaves, intp* pending) except -1:
+    """Finish what ``tensor_dest`` started once ``buf`` holds input ``p``'s gradient."""
+    cdef Walk* w
+    cdef f64 total = 0.0
+    cdef f64* d
+    cdef intp s
+    if kind == DEST_DROP or kind == DEST_LEAF:
+        return 0
+    if kind == DEST_LEAF_ADD:
+        return accumulate_leaf(p, buf)
+    if kind == DEST_NODE_ADD:
+        adj[p] = adj[p] + buf
+    if kind == DEST_VAR:
+        d = fptr(buf)
+        for s in range(fsize(buf)):
+            total += d[s]
+    w = &A.walk[wk]
+    acc(p, total, A.op, A.aux, A.grad, w.mark, w.adj, w.epoch, keep_leaves, True, pending)
+    return 0
+
+
+cdef int deliver(i64 p, object g, bint owned, dict adj, intp wk, bint keep_leaves, intp* pending) except -1:
+    """Add the gradient array ``g`` into input ``p``: a tensor leaf's ``.grad``, a tensor node's adjoint, or
+    (summed) a scalar node's. ``owned``: nothing else refers to ``g``, so it may be kept as it is."""
+    cdef Walk* w
+    cdef f64* d
+    cdef f64* e
+    cdef intp s
+    if p in _tensor_grads:                  # a tensor leaf
+        if keep_leaves and A.aux[p] != FROZEN:
+            old = _tensor_grads[p]
+            if FG_F64W(old) and FG_F64C(g) and same_shape(old, g):
+                d, e = fptr(old), fptr(g)
+                for s in range(fsize(old)):
+                    d[s] += e[s]
+            elif owned and old is _F64 and FG_F64W(g):
+                _tensor_grads[p] = g
+            else:
+                accumulate_leaf(p, g)
+        return 0
+    w = &A.walk[wk]
+    if is_tensor_op(p):
+        old = adj.get(p)
+        if old is None:
+            adj[p] = g if owned else np.array(g, order="C")
+        elif FG_F64W(old) and FG_F64C(g) and same_shape(old, g):
+            d, e = fptr(old), fptr(g)
+            for s in range(fsize(old)):
+                d[s] += e[s]
+        else:
+            adj[p] = old + g
+        w = &A.walk[wk]
+        acc(p, 0.0, A.op, A.aux, A.grad, w.mark, w.adj, w.epoch, keep_leaves, True, pending)
+    else:                                   # a Var operand (a 0-d tensor meets a scalar): a number
+        total = float(np.sum(g))
+        w = &A.walk[wk]
+        acc(p, total, A.op, A.aux, A.grad, w.mark, w.adj, w.epoch, keep_leaves, True, pending)
+    return 0
+
+
+cdef object adjoint_f64c(object g, object like, str name):
+    """The adjoint ``g`` as a float64 C array of ``like``'s size (it is one already on the fast paths)."""
+    if not FG_F64C(g):
+        g = np.ascontiguousarray(g, dtype=np.float64)
+    if fsize(g) != fsize(like):
+        raise ValueError(f"tensor op {name}: adjoint of {fsize(g)} elements for an output of {fsize(like)}")
+    return g
+
+
+# ---- elementwise ops of the op table ----
+
+cdef enum:
+    ELEM_SAME = 0       # a, b (if any) and y have one shape
+    ELEM_ROW_B = 1      # b is a row repeated along a's last axis (a bias)
+    ELEM_ROW_A = 2      # a is the row, b the full array
+
+
+cdef class ElemRule(TensorRule):
+    """An elementwise op of the op table over float64 C arrays (see ``_tensor_binop``)."""
+    cdef u8 code
+    cdef f64 k
+    cdef int mode
+    cdef int ia, ib             # the node input that a (b) is, or -1 for a constant operand
+    cdef object a, b, y         # b is None for an op of one operand (unary, or one with a constant k)
+
+
+cdef void elem_blocks(u8 code, int mode, const f64* a, const f64* b, f64 k, f64* y, intp n, intp h) noexcept:
+    """Values: ``n`` elements of the full operand; ``h`` the row length in the ROW modes."""
+    cdef intp r
+    if mode == ELEM_SAME:
+        op_value_block(code, a, b, k, y, n)
+    elif mode == ELEM_ROW_B:
+        for r in range(n // h):
+            op_value_block(code, a + r * h, b, k, y + r * h, h)
+    else:
+        for r in range(n // h):
+            op_value_block(code, a, b + r * h, k, y + r * h, h)
+
+
+cdef object elem_rule(u8 code, f64 k, int mode, object a, object b, object na, object nb):
+    """Compute and record op ``code`` on the float64 C arrays ``a``, ``b`` (None: one operand) of the
+    nodes ``na``, ``nb`` (None: constants)."""
+    cdef object full = b if mode == ELEM_ROW_A else a
+    cdef intp n = fsize(full)
+    cdef intp h = fsize(a if mode == ELEM_ROW_A else b) if mode != ELEM_SAME else n
+    y = empty_as(full)
+    if n:
+        elem_blocks(code, mode, fptr(a), fptr(b) if b is not None else fptr(a), k, fptr(y), n, h)
+    if (na is None and nb is None) or not grad_enabled():
+        return new_tensor(y, None)
+    cdef ElemRule rule = ElemRule.__new__(ElemRule)
+    rule.name = OP_NAMES[code]
+    rule.code, rule.k, rule.mode, rule.a, rule.b, rule.y = code, k, mode, a, b, y
+    rule.ia = 0 if na is not None else -1
+    rule.ib = -1 if nb is None else (1 if na is not None else 0)
+    return tensor_op(y, na, nb, rule)
+
+
+cdef int run_elem_rule(i64 j, ElemRule r, object g, dict adj, intp wk, bint keep_leaves,
+                       intp* pending) except -1:
+    cdef int ka = DEST_DROP, kb = DEST_DROP
+    cdef i64 pa = args_of(j)[r.ia] if r.ia >= 0 else -1
+    cdef i64 pb = args_of(j)[r.ib] if r.ib >= 0 else -1
+    cdef object full = r.b if r.mode == ELEM_ROW_A else r.a
+    g = adjoint_f64c(g, full, r.name)
+    da = tensor_dest(pa, r.a, adj, keep_leaves, &ka) if pa >= 0 else zeros_as(r.a)
+    db = None
+    if r.b is not None:
+        db = tensor_dest(pb, r.b, adj, keep_leaves, &kb) if pb >= 0 else zeros_as(r.b)
+    cdef intp n = fsize(full), h, row
+    cdef const f64* a = fptr(r.a)
+    cdef const f64* b = fptr(r.b) if r.b is not None else a
+    cdef f64* ga = fptr(da)
+    cdef f64* gb = fptr(db) if db is not None else ga
+    cdef const f64* y = fptr(r.y)
+    cdef const f64* gy = fptr(g)
+    if n:
+        if r.mode == ELEM_SAME:
+            op_adjoint_block(r.code, a, b, r.k, y, gy, ga, gb, n)
+        elif r.mode == ELEM_ROW_B:
+            h = fsize(r.b)
+            for row in range(n // h):
+                op_adjoint_block(r.code, a + row * h, b, r.k, y + row * h, gy + row * h, ga + row * h, gb, h)
+        else:
+            h = fsize(r.a)
+            for row in range(n // h):
+                op_adjoint_block(r.code, a, b + row * h, r.k, y + row * h, gy + row * h, ga, gb + row * h, h)
+    if pa >= 0:
+        settle(pa, ka, da, adj, wk, keep_leaves, pending)
+    if pb >= 0:
+        settle(pb, kb, db, adj, wk, keep_leaves, pending)
+    return 0
+
+
+cdef inline bint plain_number(object o) noexcept:
+    return type(o) is float or type(o) is int
+
+
+def _tensor_binop(int code, int kright, f64 sign, int kleft, x, z):
+    """``x OP z`` for the binary op ``code`` of the op table; ``kright`` (``kleft``) is the op with a
+    constant k that ``x OP number`` (``number OP x``) is, as ``sign * number`` (-1: none)."""
+    cdef int mode
+    if type(x) is _Tensor:
+        a = x.data
+        if FG_F64C(a):
+            if type(z) is _Tensor:
+                b = z.data
+                if FG_F64C(b):
+                    if same_shape(a, b):
+                        mode = ELEM_SAME
+                    elif row_of(b, a):
+                        mode = ELEM_ROW_B
+                    elif row_of(a, b):
+                        mode = ELEM_ROW_A
+                    else:
+                        return _slow_binary(OP_NAMES[code], x, z)
+                    return elem_rule(<u8>code, 0.0, mode, a, b, x._node, z._node)
+            elif kright >= 0 and plain_number(z) and (type(z) is float or -2**53 <= z <= 2**53):
+                return elem_rule(<u8>kright, sign * <f64>z, ELEM_SAME, a, None, x._node, None)
+    elif type(z) is _Tensor and kleft >= 0 and plain_number(x) and (type(x) is float or -2**53 <= x <= 2**53):
+        b = z.data
+        if FG_F64C(b):
+            return elem_rule(<u8>kleft, <f64>x, ELEM_SAME, b, None, z._node, None)
+    return _slow_binary(OP_NAMES[code], x, z)
+
+
+def _tensor_unop(int code, x, f64 k=0.0):
+    """Op ``code`` of one operand (and its constant ``k``) on the Tensor ``x``."""
+    if type(x) is _Tensor:
+        a = x.data
+        if FG_F64C(a):
+            return elem_rule(<u8>code, k, ELEM_SAME, a, None, x._node, None)
+    return _slow_unary(OP_NAMES[code], x, k)
+
+
+# ---- matmul of two matrices ----
+
+cdef class MatmulRule(TensorRule):
+    """``a @ b`` of two float64 matrices."""
+    cdef int ia, ib
+    cdef object a, b
+
+
+def _tensor_matmul(x, z):
+    """``x @ z``: two float64 Tensors of 2 dimensions take the fast path, anything else the general one."""
+    cdef MatmulRule rule
+    if type(x) is _Tensor and type(z) is _Tensor:
+        a, b = x.data, z.data
+        if (cnp.PyArray_Check(a) and cnp.PyArray_Check(b) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2
+                and cnp.PyArray_NDIM(<cnp.ndarray>b) == 2
+                and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE
+                and cnp.PyArray_TYPE(<cnp.ndarray>b) == cnp.NPY_DOUBLE
+                and cnp.PyArray_DIMS(<cnp.ndarray>a)[1] == cnp.PyArray_DIMS(<cnp.ndarray>b)[0]):
+            y = _np_matmul(a, b)
+            na, nb = x._node, z._node
+            if (na is None and nb is None) or not grad_enabled():
+                return new_tensor(y, None)
+            rule = <MatmulRule>MatmulRule.__new__(MatmulRule)
+            rule.name = "matmul"
+            rule.a, rule.b = a, b
+            rule.ia = 0 if na is not None else -1
+            rule.ib = -1 if nb is None else (1 if na is not None else 0)
+            return tensor_op(y, na, nb, rule)
+    return _slow_matmul(x, z)
+
+
+cdef int run_matmul_rule(i64 j, MatmulRule r, object g, dict adj, intp wk, bint keep_leaves,
+                         intp* pending) except -1:
+    cdef i64 pa = args_of(j)[r.ia] if r.ia >= 0 else -1
+    cdef i64 pb = args_of(j)[r.ib] if r.ib >= 0 else -1
+    if not (cnp.PyArray_Check(g) and cnp.PyArray_TYPE(<cnp.ndarray>g) == cnp.NPY_DOUBLE):
+        g = np.asarray(g, dtype=np.float64)
+    if pa >= 0:
+        deliver(pa, _np_matmul(g, r.b.T), True, adj, wk, keep_leaves, pending)
+    if pb >= 0:
+        deliver(pb, _np_matmul(r.a.T, g), True, adj, wk, keep_leaves, pending)
+    return 0
+
+
+# ---- the sum or mean of every element ----
+
+cdef class TotalRule(TensorRule):
+    """``a.sum()`` or ``a.mean()`` over every element of a float64 C array."""
+    cdef object a
+    cdef f64 scale              # 1 for the sum, the count for the mean (the gradient is g / count)
+    cdef bint mean
+
+
+def _tensor_total(x, bint mean):
+    """``x.sum()`` (``mean``: ``x.mean()``) over every axis."""
+    cdef intp n
+    cdef f64 total
+    cdef TotalRule rule
+    if type(x) is _Tensor:
+        a = x.data
+        if FG_F64C(a) and fsize(a) > 0:
+            n = fsize(a)
+            total = <f64>float(a.sum())
+            if mean:
+                total = total / <f64>n
+            y = cnp.PyArray_ZEROS(0, NULL, cnp.NPY_DOUBLE, 0)
+            fptr(y)[0] = total
+            na = x._node
+            if na is None or not grad_enabled():
+                return new_tensor(y, None)
+            rule = TotalRule.__new__(TotalRule)
+            rule.name = "mean" if mean else "sum"
+            rule.a, rule.scale, rule.mean = a, <f64>n, mean
+            return tensor_op(y, na, None, rule)
+    return _slow_sum(x, mean)
+
+
+cdef int run_total_rule(i64 j, TotalRule r, object g, dict adj, intp wk, bint keep_leaves,
+                        intp* pending) except -1:
+    cdef i64 p = args_of(j)[0]
+    cdef int kind = DEST_DROP
+    cdef f64 c = <f64>float(np.asarray(g).reshape(()))
+    if r.mean:
+        c = c / r.scale
+    d = tensor_dest(p, r.a, adj, keep_leaves, &kind)
+    cdef f64* e = fptr(d)
+    cdef intp s
+    for s in range(fsize(d)):
+        e[s] += c
+    settle(p, kind, d, adj, wk, keep_leaves, pending)
+    return 0

@@ -1,0 +1,202 @@
+"""The engine's Tensor fast paths (float64 C-contiguous operands: elementwise ops of the op table, row
+broadcasts, Python-number operands, 2-D matmul, whole-array sum/mean) against tensor.py's general paths,
+which they must equal: the same values, the same gradients, the same errors."""
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+import fastgrad as fg
+from fastgrad import _engine, tensor as T
+
+RNG = np.random.default_rng(7)
+BINARY = ["add", "sub", "mul", "div", "pow", "max", "min"]
+OPERATOR = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+            "div": lambda a, b: a / b, "pow": lambda a, b: a ** b, "max": fg.tensor.maximum,
+            "min": fg.tensor.minimum}
+
+
+def _pair(shape_a, shape_b, op):
+    lo = 0.5 if op == "pow" else -2.0          # pow: positive bases
+    a = RNG.uniform(lo, 2.0, size=shape_a)
+    b = RNG.uniform(0.5, 2.0, size=shape_b)
+    if op in ("max", "min") and shape_a == shape_b:
+        b.flat[::3] = a.flat[::3]             # ties split the gradient
+    return a, b
+
+
+def _grads(build, *arrays):
+    """(value, gradients) of build(*tensors), seeded with fixed weights."""
+    ts = [fg.Tensor(a, requires_grad=True) for a in arrays]
+    y = build(*ts)
+    w = np.linspace(-1.0, 1.5, y.data.size).reshape(y.shape)
+    y.backward(w)
+    return y.data, [t.grad for t in ts]
+
+
+@pytest.mark.parametrize("op", BINARY)
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((5, 4), (4,)), ((4,), (2, 3, 4)), ((), ())],
+                         ids=["same", "row-b", "row-a", "0-d"])
+def test_binary_fast_path_equals_the_general_path(op, shapes):
+    a, b = _pair(*shapes, op)
+    fast_y, fast_g = _grads(OPERATOR[op], a, b)
+    slow_y, slow_g = _grads(lambda x, z: T._binary(op, x, z), a, b)
+    assert np.array_equal(fast_y, slow_y)                    # the same kernels: the same bits
+    assert fast_y.dtype == np.float64 and fast_y.shape == slow_y.shape
+    for f, s, arr in zip(fast_g, slow_g, (a, b)):
+        assert f.shape == arr.shape and f.dtype == np.float64
+        if shapes[0] == shapes[1]:
+            assert np.array_equal(f, s)
+        else:   # the row's gradient: summed over rows in order (fast) or by NumPy's pairwise sum (general)
+            np.testing.assert_allclose(f, s, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("k", [2.0, -3, 0.5, 0])
+@pytest.mark.parametrize("form", ["t+k", "k+t", "t-k", "k-t", "t*k", "k*t", "t/k", "k/t", "t**k", "k**t"])
+def test_number_operands_equal_the_general_path(form, k):
+    if form in ("t/k", "k**t") and k == 0:
+        k = 4.0                                  # no division by zero, no log(0)
+    x = RNG.uniform(0.5, 2.0, size=(3, 5))
+    build = {"t+k": lambda t: t + k, "k+t": lambda t: k + t, "t-k": lambda t: t - k, "k-t": lambda t: k - t,
+             "t*k": lambda t: t * k, "k*t": lambda t: k * t, "t/k": lambda t: t / k, "k/t": lambda t: k / t,
+             "t**k": lambda t: t ** k, "k**t": lambda t: abs(k) ** t}[form]
+    kk = abs(k) if form == "k**t" else k
+    general = {"t+k": ("add", 0), "k+t": ("add", 1), "t-k": ("sub", 0), "k-t": ("sub", 1),
+               "t*k": ("mul", 0), "k*t": ("mul", 1), "t/k": ("div", 0), "k/t": ("div", 1),
+               "t**k": ("pow", 0), "k**t": ("pow", 1)}[form]
+    name, side = general
+    fast_y, (fast_g,) = _grads(build, x)
+    slow_y, (slow_g,) = _grads(lambda t: T._binary(name, t, kk) if side == 0 else T._binary(name, kk, t), x)
+    assert np.array_equal(fast_y, slow_y)
+    assert np.array_equal(fast_g, slow_g)
+
+
+def test_matmul_and_totals_equal_the_general_path():
+    a, b = RNG.standard_normal((6, 4)), RNG.standard_normal((4, 3))
+    fast = _grads(lambda x, z: (x @ z), a, b)
+    slow = _grads(lambda x, z: T._matmul(x, z), a, b)
+    assert np.array_equal(fast[0], slow[0])
+    for f, s in zip(fast[1], slow[1]):
+        assert np.array_equal(f, s)
+    for mean in (False, True):
+        fast = _grads(lambda x, m=mean: x.mean() if m else x.sum(), a)
+        slow = _grads(lambda x, m=mean: T._sum(x, None, False, m), a)
+        assert fast[0].shape == () and fast[0].dtype == np.float64
+        np.testing.assert_allclose(fast[0], slow[0], rtol=1e-15)
+        assert np.array_equal(fast[1][0], slow[1][0])
+
+
+def test_an_operand_used_twice_gets_both_contributions():
+    x = RNG.uniform(0.5, 2.0, size=(4, 3))
+    _, (g,) = _grads(lambda t: t * t, x)
+    w = np.linspace(-1.0, 1.5, x.size).reshape(x.shape)
+    assert np.array_equal(g, 2 * x * w)
+    _, (g,) = _grads(lambda t: (lambda e: e + e * e)(t.exp()), x)
+    np.testing.assert_allclose(g, w * (np.exp(x) + 2 * np.exp(2 * x)), rtol=1e-14)
+
+
+def test_gradients_accumulate_in_one_reused_buffer():
+    t = fg.Tensor(RNG.standard_normal((3, 3)), requires_grad=True)
+    (t * 2.0).sum().backward()
+    buf = t.grad
+    (t * 3.0).sum().backward()
+    assert t.grad is buf                              # added in place
+    assert np.array_equal(buf, np.full((3, 3), 5.0))
+    t.zero_grad()
+    (t.tanh()).sum().backward()
+    assert t.grad is buf and np.allclose(buf, 1 - np.tanh(t.data) ** 2)
+
+
+def test_constants_frozen_leaves_and_no_grad():
+    x = fg.Tensor(RNG.standard_normal((2, 3)), requires_grad=True)
+    c = fg.Tensor(RNG.standard_normal((2, 3)))
+    frozen = fg.Tensor(RNG.standard_normal((2, 3)), requires_grad=True)
+    frozen._node.requires_grad_(False)
+    (x * c + frozen * x).sum().backward()
+    assert c.grad is None and frozen.grad is None
+    assert np.array_equal(x.grad, c.data + frozen.data)
+    gc.collect()
+    before = _engine.memory_stats()["nodes_alive"]
+    with fg.no_grad():
+        y = ((x * c).exp() + x[0]) @ (x.reshape(3, 2) * 2.0)
+        s = y.mean() + (x - 1.0).relu().sum()
+    assert not y.requires_grad and not s.requires_grad
+    assert _engine.memory_stats()["nodes_alive"] == before
+    assert not (c * c).requires_grad                   # nothing requires grad: no node
+
+
+def test_float32_and_odd_layouts_take_the_general_path():
+    x32 = fg.Tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    y = x32 * 2.0 + x32
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x32.grad.dtype == np.float32 and np.array_equal(x32.grad, np.full((2, 3), 3.0, np.float32))
+    base = RNG.standard_normal((4, 6))
+    f = fg.Tensor(np.asfortranarray(base), requires_grad=True)   # Tensor() copies to C order
+    g = fg.Tensor(base)
+    g.data = np.asfortranarray(base)                   # an F-ordered payload, set by hand
+    ro = base.copy()
+    ro.setflags(write=False)
+    h = fg.Tensor(ro)
+    h.data = ro                                        # a read-only payload, never written
+    out = (f * g + h) * h
+    out.sum().backward()
+    assert np.array_equal(f.grad, base * base)
+    assert np.array_equal(ro, base)
+
+
+def test_a_non_contiguous_adjoint_reaches_an_elementwise_rule():
+    a, b, c = RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4)), RNG.standard_normal((4, 3))
+    ta, tb = fg.Tensor(a, requires_grad=True), fg.Tensor(b, requires_grad=True)
+    ((ta * tb).transpose() * c).sum().backward()
+    assert np.array_equal(ta.grad, c.T * b) and np.array_equal(tb.grad, c.T * a)
+
+
+def test_shape_errors_come_from_the_general_path_when_the_op_is_built():
+    a = fg.Tensor(np.ones((3, 4)), requires_grad=True)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        a + fg.Tensor(np.ones((3,)))
+    with pytest.raises(ValueError, match="inner sizes"):
+        a @ fg.Tensor(np.ones((3, 4)))
+    with pytest.raises(TypeError):
+        a + "x"
+
+
+def test_backward_under_constant_garbage_collection():
+    """Every allocation in the rules may run the collector: the buffers in use stay referenced."""
+    x = RNG.standard_normal((8, 5))
+    ref = _grads(lambda t: ((t * t).tanh() + t.exp() * 0.5).sum(), x)
+    old = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        got = _grads(lambda t: ((t * t).tanh() + t.exp() * 0.5).sum(), x)
+    finally:
+        gc.set_threshold(*old)
+    assert np.array_equal(ref[1][0], got[1][0])
+
+
+def test_threads_build_and_differentiate_their_own_graphs_exactly():
+    x = RNG.standard_normal((16, 8))
+    w = RNG.standard_normal((8, 4))
+    b = RNG.standard_normal(4)
+
+    def run():
+        tx, tw, tb = (fg.Tensor(v, requires_grad=True) for v in (x, w, b))
+        for _ in range(5):
+            ((tx @ tw + tb).relu() * 0.5).mean().backward()
+        return tx.grad.copy(), tw.grad.copy(), tb.grad.copy()
+    expected = run()
+    results = [None] * 4
+
+    def worker(i):
+        results[i] = run()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        for got, want in zip(r, expected):
+            assert np.array_equal(got, want)
+    assert _engine._tensor_adjoints_held() == 0
