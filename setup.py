@@ -42,6 +42,10 @@ _REPLAY_AVX2 = os.path.join("src", "fastgrad", "_replay_avx2.pyx")
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 OPENMP = {_REPLAY: ["-fopenmp"], _REPLAY_AVX2: ["-fopenmp"]}      # compile and link flags
 ISA = {_REPLAY_AVX2: ["-mavx2"]}                                    # compile flags
+# the optimizers' loops: sqrt as the instruction (no errno to set), so the Adam/RMSprop/Adagrad loops over
+# a Tensor's elements vectorize. sqrt is correctly rounded either way: the same bits.
+_OPTIM = os.path.join("src", "fastgrad", "_optim.pyx")
+MATH = {_OPTIM: ["-fno-math-errno"]}
 
 runpy.run_path(os.path.join("src", "fastgrad", "codegen.py"))["render"](debug=DEBUG)
 
@@ -52,7 +56,7 @@ extensions = [
         # NOTE: -ffp-contract=off: no fused multiply-add contractions (the default on aarch64, and on x86-64
         # with -march=native), so every value stays bit-identical to the same expression on Python floats.
         extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3", *INLINE]) + ["-ffp-contract=off"]
-        + OPENMP.get(path, []) + ISA.get(path, []),
+        + OPENMP.get(path, []) + ISA.get(path, []) + MATH.get(path, []),
         extra_link_args=OPENMP.get(path, []),
         # the NumPy C API (the Tensor fast paths): wheels built against NumPy 2 headers import with any
         # NumPy >= 1.22 (the oldest the package supports) only with this target version set

@@ -19,3 +19,7 @@ def adam_step(index: _Index, exp_avg: _State, exp_avg_sq: _State, max_exp_avg_sq
               beta1: float, beta2: float, eps: float, weight_decay: float, step_size: float,
               bias_correction2_sqrt: float, decoupled_weight_decay: bool, amsgrad: bool,
               maximize: bool) -> None: ...
+def adam_array(param: _State, grad: _State, exp_avg: _State, exp_avg_sq: _State,
+               max_exp_avg_sq: _State | None, lr: float, beta1: float, beta2: float, eps: float,
+               weight_decay: float, step_size: float, bias_correction2_sqrt: float,
+               decoupled_weight_decay: bool, maximize: bool) -> None: ...

@@ -1,8 +1,9 @@
 """`python -m fastgrad demo digits`: batched training on real data, scikit-learn's 8x8 handwritten digits.
 
-An MLP 64-128-10 with Tensor parameters (`nn.MLP(..., tensor=True)`, PyTorch's initialisation), cross-entropy
-on integer labels, Adam, shuffled minibatches, a held-out test split; a progress bar per epoch, then the test
-accuracy and the training time per epoch. Needs scikit-learn (the `data` extra) for the images.
+An MLP 64-128-10 with Tensor parameters (`nn.MLP(..., tensor=True)`, PyTorch's initialisation) on standardized
+pixels, cross-entropy on integer labels, Adam, shuffled minibatches, a held-out test split; a progress bar
+per epoch, then the test accuracy and the training time per epoch. Needs scikit-learn (the `data` extra)
+for the images.
 """
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ def train_digits(epochs: int = 20, batch_size: int = 64, hidden: Sequence[int] =
     "epoch_ms" (each), "losses" (the mean loss of each epoch), "model"}. Raises ImportError naming the extra
     without scikit-learn."""
     X, y, X_test, y_test = load_digits(test_fraction=0.2, seed=seed)
+    # standardized pixels (scikit-learn's StandardScaler, fitted on the training rows only; a pixel that
+    # never varies is only centred): about 1 point of test accuracy over the raw [0, 1] pixels
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    scale[scale == 0.0] = 1.0
+    X, X_test = (X - mean) / scale, (X_test - mean) / scale
     model = nn.MLP(64, [*hidden, 10], rng=random.Random(seed), init="pytorch", tensor=True)
     opt = optim.Adam(model.parameters(), lr=lr)
     order_rng = np.random.default_rng(seed + 1)

@@ -211,26 +211,54 @@ cdef void adam_loop(const i64* index, intp n, f64* exp_avg, f64* exp_avg_sq, f64
     cdef const f64* aux = arena().aux
     cdef intp i
     cdef i64 j
-    cdef f64 g, p, m, v, vmax
     for i in range(n):
         j = index[i]
         if aux[j] == FROZEN:     # requires_grad_(False): no update, state untouched
             continue
-        g = -grad[j] if maximize else grad[j]
-        p = value[j]
-        if weight_decay != 0.0:
-            if decoupled:
-                p = p * (1.0 - lr * weight_decay)
-            else:
-                g = g + weight_decay * p
-        m = lerp(exp_avg[i], g, 1.0 - beta1)
-        exp_avg[i] = m
-        v = exp_avg_sq[i] * beta2 + (1.0 - beta2) * g * g
-        exp_avg_sq[i] = v
-        if amsgrad:
-            vmax = max_exp_avg_sq[i]
-            if v > vmax or v != v:  # torch.maximum propagates nan
-                vmax = v
-            max_exp_avg_sq[i] = vmax
-            v = vmax
-        value[j] = p + -step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
+        value[j] = adam_one(value[j], grad[j], &exp_avg[i], &exp_avg_sq[i],
+                            &max_exp_avg_sq[i] if amsgrad else NULL, lr, beta1, beta2, eps, weight_decay,
+                            step_size, bias_correction2_sqrt, decoupled, maximize)
+
+
+cdef inline f64 adam_one(f64 p, f64 grad, f64* exp_avg, f64* exp_avg_sq, f64* max_exp_avg_sq, f64 lr,
+                         f64 beta1, f64 beta2, f64 eps, f64 weight_decay, f64 step_size,
+                         f64 bias_correction2_sqrt, bint decoupled, bint maximize) noexcept nogil:
+    """One parameter's Adam update (its new value); ``max_exp_avg_sq`` is NULL without amsgrad."""
+    cdef f64 g = -grad if maximize else grad
+    cdef f64 m, v, vmax
+    if weight_decay != 0.0:
+        if decoupled:
+            p = p * (1.0 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+    m = lerp(exp_avg[0], g, 1.0 - beta1)
+    exp_avg[0] = m
+    v = exp_avg_sq[0] * beta2 + (1.0 - beta2) * g * g
+    exp_avg_sq[0] = v
+    if max_exp_avg_sq != NULL:
+        vmax = max_exp_avg_sq[0]
+        if v > vmax or v != v:  # torch.maximum propagates nan
+            vmax = v
+        max_exp_avg_sq[0] = vmax
+        v = vmax
+    return p + -step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
+
+
+def adam_array(f64[::1] param not None, const f64[::1] grad not None, f64[::1] exp_avg not None,
+               f64[::1] exp_avg_sq not None, f64[::1] max_exp_avg_sq, f64 lr, f64 beta1, f64 beta2, f64 eps,
+               f64 weight_decay, f64 step_size, f64 bias_correction2_sqrt, bint decoupled_weight_decay,
+               bint maximize):
+    """``adam_step``'s update on the elements of a float64 Tensor (flat C-contiguous views of its data,
+    gradient and state; ``max_exp_avg_sq`` None without amsgrad): the same operations per element, so a
+    Tensor moves exactly as Vars of the same numbers do. ValueError for arrays of different lengths."""
+    cdef intp n = param.shape[0], i
+    for arr, name in ((grad, "grad"), (exp_avg, "exp_avg"), (exp_avg_sq, "exp_avg_sq")):
+        if arr.shape[0] != n:
+            raise ValueError(f"{name} has {arr.shape[0]} entries for {n} parameters")
+    if max_exp_avg_sq is not None and max_exp_avg_sq.shape[0] != n:
+        raise ValueError(f"max_exp_avg_sq has {max_exp_avg_sq.shape[0]} entries for {n} parameters")
+    cdef f64* vmax = &max_exp_avg_sq[0] if max_exp_avg_sq is not None and n else NULL
+    for i in range(n):
+        param[i] = adam_one(param[i], grad[i], &exp_avg[i], &exp_avg_sq[i], vmax + i if vmax != NULL else NULL,
+                            lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
+                            decoupled_weight_decay, maximize)
