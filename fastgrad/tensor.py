@@ -122,9 +122,28 @@ class Tensor:
 
     @property
     def requires_grad(self) -> bool:
-        """Does this tensor take part in differentiation (a leaf made with requires_grad=True, or a result of
-        one, built outside `fg.no_grad()`)?"""
-        return self._node is not None
+        """Does this tensor take part in differentiation (a leaf made with requires_grad=True and not frozen,
+        or a result of one, built outside `fg.no_grad()`)?"""
+        return self._node is not None and (not self._node.is_leaf or self._node.requires_grad)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Freeze (`False`) or unfreeze (`True`) a leaf tensor, in place; returns it. A frozen leaf keeps its
+        place among a module's parameters but gets no gradient, and optimizers leave it alone. A tensor made
+        without requires_grad starts taking part with `True`. RuntimeError for an op's result (only leaves
+        have the flag, as in PyTorch), TypeError unless `requires_grad` is a bool."""
+        if not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
+        if self._node is None:
+            if requires_grad:
+                node = Var(0.0)
+                _engine._tensor_leaf(node, self.data.dtype)
+                self._node = node
+            return self
+        if not self._node.is_leaf:
+            raise RuntimeError("requires_grad_(): only a leaf tensor has the flag (this is an op's result; "
+                               "use .detach() for a tensor outside the graph)")
+        self._node.requires_grad_(requires_grad)
+        return self
 
     @property
     def is_leaf(self) -> bool:

@@ -30,6 +30,7 @@ import numpy as np
 
 from fastgrad._engine import Var, dot, maximum, minimum
 from fastgrad._engine import sum as fsum
+from fastgrad.tensor import Tensor
 
 __all__ = [
     "binary_cross_entropy",
@@ -56,11 +57,13 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def _elementwise(name: str, method: Any) -> Any:
     def function(x: Any) -> Any:
+        if isinstance(x, Tensor):
+            return getattr(x, name)()
         if isinstance(x, (list, tuple)):
             return [method(_var(v)) for v in x]
         return method(_var(x))
     function.__name__ = function.__qualname__ = name
-    function.__doc__ = f"{name}(x) of a Var, or of each element of a list of Vars."
+    function.__doc__ = f"{name}(x) of a Var, of each element of a list of Vars, or of a Tensor (elementwise)."
     return function
 
 

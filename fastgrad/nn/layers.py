@@ -29,8 +29,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union
 
+import numpy as np
+
+from fastgrad import _engine
 from fastgrad._engine import Var, dot
 from fastgrad._nn import affine
+from fastgrad.tensor import Tensor
 from fastgrad.nn import functional as F
 from fastgrad.nn.module import Module
 
@@ -154,6 +158,10 @@ def _inputs(layer: Module, x: Any, nin: int) -> Sequence[Any]:
         return x
     if isinstance(x, Var):
         return [x]
+    if isinstance(x, Tensor) or (isinstance(x, np.ndarray) and x.ndim >= 2):
+        raise TypeError(f"{_name(layer)} holds scalar Var parameters and takes one sample (a list of "
+                        f"{_plural(nin, 'input')}); for a batch (a 2-D array or Tensor of rows) build "
+                        f"Linear or MLP with tensor=True")
     if not isinstance(x, (str, bytes)):
         try:
             return list(x)
@@ -313,9 +321,11 @@ class MLP(Module):
 
     def __init__(
         self, nin: int, nouts: Sequence[int], *, activation: str = "relu", rng: random.Random | None = None,
-        init: str | Callable[[list[list[Var]], list[Var]], Any] = "micrograd",
+        init: str | Callable[[list[list[Var]], list[Var]], Any] = "micrograd", tensor: bool = False,
     ) -> None:
         _check_size(nin, "nin")
+        if not isinstance(tensor, bool):
+            raise TypeError(f"MLP's tensor must be a bool, got {type(tensor).__name__}")
         if not (callable(init) or isinstance(init, str)):
             raise TypeError(f"MLP's init must be 'micrograd', 'pytorch' or a function (weight, bias), "
                             f"got {type(init).__name__}")
@@ -337,24 +347,48 @@ class MLP(Module):
             Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, activation=activation, rng=rng)
             for i in range(len(nouts))
         ]
+        if tensor:      # the same values, drawn in the same order, held as one Tensor per weight and bias
+            self.layers = [Linear._of(np.array([[w.data for w in n.w] for n in layer.neurons], dtype=float
+                                               ).reshape(len(layer.neurons), layer.nin),
+                                      np.array([n.b.data for n in layer.neurons], dtype=float))
+                           for layer in self.layers]
+            self.activation = activation
         if init != "micrograd":
             for layer in self.layers:
-                weight, bias = [n.w for n in layer.neurons], [n.b for n in layer.neurons]
+                if tensor:
+                    weight, bias = layer.weight, layer.bias
+                else:
+                    weight, bias = [n.w for n in layer.neurons], [n.b for n in layer.neurons]
                 if callable(init):
                     init(weight, bias)
-                else:   # PyTorch's Linear: uniform(-1/√fan_in, 1/√fan_in) for weights and biases
-                    bound = 1.0 / math.sqrt(layer.nin) if layer.nin else 0.0
-                    uniform = (rng or random).uniform
-                    for row in weight:
-                        for w in row:
-                            w.data = uniform(-bound, bound)
-                    for b in bias:
-                        b.data = uniform(-bound, bound)
+                    continue
+                # PyTorch's Linear: uniform(-1/√fan_in, 1/√fan_in) for weights and biases
+                nin_layer = layer.in_features if tensor else layer.nin
+                bound = 1.0 / math.sqrt(nin_layer) if nin_layer else 0.0
+                uniform = (rng or random).uniform
+                if tensor:
+                    weight.data[...] = [[uniform(-bound, bound) for _ in row] for row in weight.data]
+                    bias.data[...] = [uniform(-bound, bound) for _ in bias.data]
+                    continue
+                for row in weight:
+                    for w in row:
+                        w.data = uniform(-bound, bound)
+                for b in bias:
+                    b.data = uniform(-bound, bound)
 
-    def forward(self, x: Sequence[Scalar]) -> Var | list[Var]:
-        """The network's output for one sample `x` of `nin` inputs."""
-        for layer in self.layers:
+    def forward(self, x: Any) -> Any:
+        """The network's output for one sample `x` of `nin` inputs; with `tensor=True`, the Tensor of
+        outputs (N, nouts[-1]) for a batch `x` of N rows (a 2-D array or Tensor)."""
+        activation = self.__dict__.get("activation")
+        if activation is None:
+            for layer in self.layers:
+                x = layer.forward(x)
+            return x
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
             x = layer.forward(x)
+            if i < last and activation != "linear":
+                x = getattr(x, activation)()
         return x
 
 
@@ -368,17 +402,40 @@ class Linear(Module):
     """
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, *, rng: random.Random | None = None
+        self, in_features: int, out_features: int, bias: bool = True, *, rng: random.Random | None = None,
+        tensor: bool = False,
     ) -> None:
         self.in_features = _check_size(in_features, "in_features")
         self.out_features = _check_size(out_features, "out_features")
+        if not isinstance(tensor, bool):
+            raise TypeError(f"Linear's tensor must be a bool, got {type(tensor).__name__}")
         uniform = (rng or random).uniform
         bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
+        if tensor:      # the same draws in the same order as the Vars below
+            w = np.array([[uniform(-bound, bound) for _ in range(in_features)] for _ in range(out_features)],
+                         dtype=float).reshape(out_features, in_features)
+            self.weight: Any = Tensor(w, requires_grad=True)
+            self.bias: Any = (Tensor(np.array([uniform(-bound, bound) for _ in range(out_features)],
+                                              dtype=float), requires_grad=True) if bias else None)
+            return
         self.weight = [[Var(uniform(-bound, bound)) for _ in range(in_features)] for _ in range(out_features)]
         self.bias = [Var(uniform(-bound, bound)) for _ in range(out_features)] if bias else None
 
-    def forward(self, x: Sequence[Scalar]) -> Var | list[Var]:
-        """`W x + b` for one sample `x` of `in_features` inputs (a bare Var when `out_features == 1`)."""
+    @classmethod
+    def _of(cls, weight: np.ndarray, bias: np.ndarray | None) -> Linear:
+        """A Tensor-parameter Linear holding copies of these arrays (weight (out, in), bias (out,))."""
+        layer = cls.__new__(cls)
+        layer.in_features, layer.out_features = weight.shape[1], weight.shape[0]
+        layer.weight = Tensor(weight, requires_grad=True)
+        layer.bias = Tensor(bias, requires_grad=True) if bias is not None else None
+        return layer
+
+    def forward(self, x: Any) -> Any:
+        """`W x + b` for one sample `x` of `in_features` inputs (a bare Var when `out_features == 1`). With
+        Tensor parameters (`tensor=True`): the Tensor `x @ W.T + b` for a batch `x` of rows (N, in_features),
+        a 2-D array or Tensor, or (out_features,) for one row given as a 1-D one."""
+        if isinstance(self.weight, Tensor):
+            return self._batch(x)
         # NOTE: no cache: the engine reads the Vars `weight` and `bias` hold at every call
         if type(x) is not list and type(x) is not tuple:
             x = _inputs(self, x, self.in_features)
@@ -387,6 +444,26 @@ class Linear(Module):
         except (TypeError, ValueError) as exc:
             raise _layer_error(self, exc, x, self.in_features) from None
         return out[0] if len(out) == 1 else out
+
+    def _batch(self, x: Any) -> Tensor:
+        """The Tensor-parameter forward: one fused engine node for float64 batches."""
+        if not isinstance(x, Tensor):
+            try:
+                x = Tensor(x)
+            except TypeError as exc:
+                raise TypeError(f"{_name(self)} takes a batch of rows (a 2-D array or Tensor of real "
+                                f"numbers): {exc}") from None
+        if x.ndim not in (1, 2) or (x.shape[-1] if x.ndim else 0) != self.in_features:
+            raise ValueError(f"{_name(self)} expects rows of {_plural(self.in_features, 'feature')} (a batch "
+                             f"of shape (N, {self.in_features})), got shape {x.shape}")
+        if x.ndim == 1:
+            return self._batch(x.reshape(1, self.in_features)).reshape(self.out_features)
+        y = _engine._tensor_linear(x, self.weight, self.bias)
+        if y is None:       # float32 and other layouts: the general ops
+            y = x @ self.weight.T
+            if self.bias is not None:
+                y = y + self.bias
+        return y
 
     def extra_repr(self) -> str:
         bias = self.bias is not None

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from fastgrad._engine import Var
+from fastgrad.tensor import Tensor
 
 __all__ = ["IncompatibleKeys", "Module"]
 
@@ -132,12 +133,13 @@ class Module:
                 seen.update(ids)
                 yield (f"{prefix}.{name}" if prefix else name), entry
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Var]]:
-        """(name, Var) for every scalar parameter, once each: `"layers.0.neurons.3.w.1"`, `"...3.b"`."""
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """(name, Var) for every scalar parameter, once each: `"layers.0.neurons.3.w.1"`, `"...3.b"`; (name,
+        Tensor) for a Tensor parameter: `"layers.0.weight"`."""
         seen: set[int] = set()
         for key, entry in self.named_arrays():
             key = f"{prefix}.{key}" if prefix else key
-            if isinstance(entry, Var):
+            if isinstance(entry, (Var, Tensor)):
                 items: Any = [(key, entry)]
             elif isinstance(entry[0], Var):
                 items = [(f"{key}.{i}", v) for i, v in enumerate(entry)]
@@ -148,12 +150,13 @@ class Module:
                     seen.add(id(item[1]))
                     yield item
 
-    def parameters(self) -> list[Var]:
-        """Every scalar parameter once, flat, in a fixed order (micrograd's: a neuron's w..., then its b)."""
-        params: list[Var] = []
+    def parameters(self) -> list[Any]:
+        """Every parameter once, flat, in a fixed order (micrograd's: a neuron's w..., then its b): the scalar
+        parameters as Vars, and Tensor parameters (a leaf Tensor that requires grad) as Tensors."""
+        params: list[Any] = []
         for _, _, arrays in self._walk(None):
             for entry in arrays:
-                if isinstance(entry, Var):
+                if isinstance(entry, (Var, Tensor)):
                     params.append(entry)
                 elif isinstance(entry[0], Var):
                     params.extend(entry)
@@ -165,8 +168,9 @@ class Module:
         return params
 
     def num_parameters(self) -> int:
-        """The number of scalar parameters, each shared Var counted once: `len(self.parameters())`."""
-        return len(self.parameters())
+        """The number of scalar parameters, each shared one counted once: a Var counts 1, a Tensor its
+        elements (PyTorch's `sum(p.numel() for p in model.parameters())`)."""
+        return sum(p.size if isinstance(p, Tensor) else 1 for p in self.parameters())
 
     # ---- modes and visitors ----
 
@@ -227,12 +231,16 @@ class Module:
         `optimizer.zero_grad()` does the same in one C loop over cached indices.
         """
         for p in self.parameters():
-            p.grad = 0.0
+            if isinstance(p, Tensor):
+                p.zero_grad()
+            else:
+                p.grad = 0.0
 
     # ---- serialization ----
 
     def state_dict(self) -> dict[str, Any]:
-        """{key: float or nested list of floats}: a snapshot of the values, free of any Var."""
+        """{key: float or nested list of floats, or an array (a copy) for a Tensor parameter}: a snapshot of
+        the values, free of any Var or Tensor."""
         return {key: _values(entry) for key, entry in self.named_arrays()}
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> IncompatibleKeys:
@@ -338,7 +346,7 @@ def _contents(module: Module, named: bool) -> tuple[list[Any], list[Any]]:
             continue
         if isinstance(value, Module):
             kids.append((name, value) if named else value)
-        elif isinstance(value, Var):
+        elif isinstance(value, Var) or _is_tensor_param(value):
             arrays.append((name, value) if named else value)
         elif isinstance(value, (list, tuple)):
             kind = _sequence_kind(name, value)
@@ -379,7 +387,7 @@ def _kind(name: str, value: Any) -> int:
     """_CHILD, _CHILDREN, _ARRAY, or 0 for data; TypeError for Vars or Modules hidden in other shapes."""
     if isinstance(value, Module):
         return _CHILD
-    if isinstance(value, Var):
+    if isinstance(value, Var) or _is_tensor_param(value):
         return _ARRAY
     if isinstance(value, (list, tuple)):
         return _sequence_kind(name, value)
@@ -449,9 +457,14 @@ def _holds_nn(value: Any) -> bool:
     return False
 
 
-def _flat(entry: Any) -> list[Var]:
-    """The Vars of a parameter array, in order."""
-    if isinstance(entry, Var):
+def _is_tensor_param(value: Any) -> bool:
+    """Is this a Tensor parameter: a leaf Tensor that requires grad? (Other Tensors are data.)"""
+    return isinstance(value, Tensor) and value._node is not None and value.is_leaf    # frozen ones too
+
+
+def _flat(entry: Any) -> list[Any]:
+    """The Vars of a parameter array, in order (a Tensor parameter is its own one entry)."""
+    if isinstance(entry, (Var, Tensor)):
         return [entry]
     if isinstance(entry[0], Var):
         return list(entry)
@@ -462,6 +475,8 @@ def _shape(entry: Any) -> tuple[int, ...]:
     """The shape of a parameter array: () for a Var, (n,) for a list of Vars, (rows, n) for a matrix."""
     if isinstance(entry, Var):
         return ()
+    if isinstance(entry, Tensor):
+        return entry.shape
     if isinstance(entry[0], Var):
         return (len(entry),)
     return (len(entry), len(entry[0]))
@@ -485,6 +500,8 @@ def _values(entry: Any) -> Any:
     """The plain-float copy of a Var or nested list of Vars."""
     if isinstance(entry, Var):
         return entry.data
+    if isinstance(entry, Tensor):
+        return entry.data.copy()
     return [v.data if isinstance(v, Var) else [u.data for u in v] for v in entry]
 
 
@@ -492,6 +509,9 @@ def _assign(entry: Any, value: np.ndarray) -> None:
     """Write a checked float array into a Var or nested list of Vars, in place."""
     if isinstance(entry, Var):
         entry.data = float(value)
+        return
+    if isinstance(entry, Tensor):
+        entry.data[...] = value          # in place, in the parameter's dtype: optimizers keep working
         return
     for v, x in zip(entry, value.tolist()):
         if isinstance(v, Var):

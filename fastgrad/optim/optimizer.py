@@ -118,7 +118,7 @@ class Optimizer:
             if isinstance(p, Tensor):
                 if not p.is_leaf:
                     raise ValueError("can't optimize a non-leaf Tensor")
-                if not p.requires_grad:
+                if p._node is None:     # made without requires_grad (a frozen leaf may stay, as a Var may)
                     raise ValueError("optimizing a parameter that doesn't require gradients")
             elif not isinstance(p, Var):
                 raise TypeError(

@@ -99,6 +99,8 @@ cdef int run_tensor_rule(i64 j, TensorRule rule, intp wk, bint keep_leaves, intp
         return run_matmul_rule(j, <MatmulRule>rule, g, adj, wk, keep_leaves, pending)
     if type(rule) is TotalRule:
         return run_total_rule(j, <TotalRule>rule, g, adj, wk, keep_leaves, pending)
+    if type(rule) is LinearRule:
+        return run_linear_rule(j, <LinearRule>rule, g, adj, wk, keep_leaves, pending)
     grads = rule.backward(g)
     cdef intp n = <intp>A.p1[j], m
     if len(grads) != n:
@@ -213,19 +215,17 @@ cdef object new_tensor(object data, object node):
     return t
 
 
-cdef object tensor_op(object data, object na, object nb, TensorRule rule):
-    """The Tensor ``data`` of an op over the nodes ``na``, ``nb`` (None: a constant), recorded with ``rule``
-    unless neither takes part in differentiation or grad mode is off."""
-    cdef i64 arg[2]
+cdef object tensor_op(object data, object na, object nb, TensorRule rule, object nc=None):
+    """The Tensor ``data`` of an op over the nodes ``na``, ``nb``, ``nc`` (None: a constant), recorded with
+    ``rule`` unless none takes part in differentiation or grad mode is off."""
+    cdef i64 arg[3]
     cdef intp n = 0
-    if (na is None and nb is None) or not grad_enabled():
+    if (na is None and nb is None and nc is None) or not grad_enabled():
         return new_tensor(data, None)
-    if na is not None:
-        arg[n] = idx_of(<Var>na)
-        n += 1
-    if nb is not None:
-        arg[n] = idx_of(<Var>nb)
-        n += 1
+    for node in (na, nb, nc):
+        if node is not None:
+            arg[n] = idx_of(<Var>node)
+            n += 1
     cdef Var v = Var.__new__(Var)
     v.idx = new_nary(OP_CUSTOM, arg, n, n, 0.0)
     A.refc[v.idx] += 1
@@ -566,4 +566,87 @@ cdef int run_total_rule(i64 j, TotalRule r, object g, dict adj, intp wk, bint ke
     for s in range(fsize(d)):
         e[s] += c
     settle(p, kind, d, adj, wk, keep_leaves, pending)
+    return 0
+
+
+# ---- a dense layer: x @ w.T + b, one node (PyTorch's addmm) ----
+
+cdef class LinearRule(TensorRule):
+    """``x @ w.T + b`` for float64 ``x`` (N, in), ``w`` (out, in), ``b`` (out,) C-contiguous or None."""
+    cdef int ix, iw, ib         # the node input of each operand, or -1 for a constant
+    cdef object x, w, b
+
+
+cdef inline bint f64_matrix(object a) noexcept:
+    return (cnp.PyArray_Check(a) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE)
+
+
+def _tensor_linear(x, w, b):
+    """``x @ w.T + b`` (``b`` may be None) as one node when ``x`` (N, in) and ``w`` (out, in) are float64
+    Tensors of two dimensions and ``b`` a float64 C-contiguous Tensor (out,); otherwise None (the caller
+    composes the general ops, which also raise the shape errors)."""
+    cdef LinearRule rule
+    cdef intp n, h, r, s
+    cdef f64* yp
+    cdef const f64* bp
+    if type(x) is not _Tensor or type(w) is not _Tensor or (b is not None and type(b) is not _Tensor):
+        return None
+    xa, wa = x.data, w.data
+    ba = b.data if b is not None else None
+    if not (f64_matrix(xa) and f64_matrix(wa)
+            and cnp.PyArray_DIMS(<cnp.ndarray>xa)[1] == cnp.PyArray_DIMS(<cnp.ndarray>wa)[1]):
+        return None
+    h = cnp.PyArray_DIMS(<cnp.ndarray>wa)[0]
+    if ba is not None and not (FG_F64C(ba) and cnp.PyArray_NDIM(<cnp.ndarray>ba) == 1 and fsize(ba) == h):
+        return None
+    y = _np_matmul(xa, wa.T)
+    if ba is not None and h > 0:
+        if not FG_F64W(y):
+            y = np.ascontiguousarray(y)
+        n = fsize(y)
+        yp, bp = fptr(y), fptr(ba)
+        for r in range(0, n, h):
+            for s in range(h):
+                yp[r + s] += bp[s]
+    nx, nw = x._node, w._node
+    nb = b._node if b is not None else None
+    if (nx is None and nw is None and nb is None) or not grad_enabled():
+        return new_tensor(y, None)
+    rule = LinearRule.__new__(LinearRule)
+    rule.name = "linear"
+    rule.x, rule.w, rule.b = xa, wa, ba
+    n = 0
+    rule.ix = n if nx is not None else -1
+    n += nx is not None
+    rule.iw = n if nw is not None else -1
+    n += nw is not None
+    rule.ib = n if nb is not None else -1
+    return tensor_op(y, nx, nw, rule, nb)
+
+
+cdef int run_linear_rule(i64 j, LinearRule r, object g, dict adj, intp wk, bint keep_leaves,
+                         intp* pending) except -1:
+    cdef i64 px = args_of(j)[r.ix] if r.ix >= 0 else -1
+    cdef i64 pw = args_of(j)[r.iw] if r.iw >= 0 else -1
+    cdef i64 pb = args_of(j)[r.ib] if r.ib >= 0 else -1
+    cdef int kind = DEST_DROP
+    cdef intp n, h, row, s
+    cdef f64* d
+    cdef const f64* e
+    if not f64_matrix(g):
+        g = np.asarray(g, dtype=np.float64)
+    if px >= 0:
+        deliver(px, _np_matmul(g, r.w), True, adj, wk, keep_leaves, pending)
+    if pw >= 0:
+        deliver(pw, _np_matmul(g.T, r.x), True, adj, wk, keep_leaves, pending)
+    if pb >= 0:
+        g = adjoint_f64c(g, g, "linear")
+        db = tensor_dest(pb, r.b, adj, keep_leaves, &kind)
+        d, e = fptr(db), fptr(g)
+        n, h = fsize(g), fsize(db)
+        for row in range(0, n, h):          # column sums of g, row after row
+            for s in range(h):
+                d[s] += e[row + s]
+        settle(pb, kind, db, adj, wk, keep_leaves, pending)
     return 0
