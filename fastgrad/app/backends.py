@@ -341,11 +341,11 @@ class NumpyBackend:
 
 
 class TensorBackend:
-    """NumpyBackend's step on `fg.Tensor`s: the weights W (out, in) and biases b (out,) of every layer are
-    leaf Tensors, the forward is one `h @ W.T + b` per layer over all 100 points, the loss the same hinge
-    mean + L2 · Σ(p·p).sum(), the gradients the engine's, the update `fastgrad.optim` (SGD or Adam) on
-    micrograd's schedule (`LambdaLR`). Its losses are NumpyBackend's to rounding (~1e-16): the sums run in
-    another order."""
+    """NumpyBackend's step on `fg.Tensor`s: `fastgrad.nn.MLP(tensor=True)` holding the weights (each layer a
+    `Linear` whose weight W (out, in) and bias b (out,) are leaf Tensors, its forward one fused engine node
+    `h @ W.T + b` over all 100 points), the same loss, hinge mean + L2 · Σ(p·p).sum(), the gradients the
+    engine's, the update `fastgrad.optim` (SGD or Adam) on micrograd's schedule (`LambdaLR`). Its losses
+    are NumpyBackend's to rounding (~1e-16): the sums run in another order."""
 
     name = "fastgrad Tensor (batched)"
 
@@ -354,9 +354,12 @@ class TensorBackend:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}")
         Tensor = fastgrad.Tensor
-        self.Ws = [Tensor([w for w, _ in layer], requires_grad=True) for layer in weights]  # (out, in)
-        self.bs = [Tensor([b for _, b in layer], requires_grad=True) for layer in weights]  # (out,)
-        self.params = [p for pair in zip(self.Ws, self.bs) for p in pair]
+        sizes = layer_sizes(weights)
+        self.model = nn.MLP(sizes[0], sizes[1:], rng=random.Random(0), tensor=True)
+        for layer, layer_weights in zip(self.model.layers, weights):
+            layer.weight.data[...] = [w for w, _ in layer_weights]      # (out, in)
+            layer.bias.data[...] = [b for _, b in layer_weights]        # (out,)
+        self.params = self.model.parameters()                           # [W0, b0, W1, b1, ...]
         self.X = Tensor(X)
         # NOTE: labels as a (100, 1) Tensor made once: a Tensor operand takes the engine's fast path, an
         # ndarray would be converted at every use
@@ -366,19 +369,10 @@ class TensorBackend:
         self.optimizer = cls(self.params, lr=lr)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lambda k: lr_factor(k, steps))
 
-    def forward(self) -> Any:
-        """The scores of every point: a (100, 1) Tensor."""
-        h, last = self.X, len(self.Ws) - 1
-        for i, (W, b) in enumerate(zip(self.Ws, self.bs)):
-            h = h @ W.T + b
-            if i != last:
-                h = h.relu()
-        return h
-
     def train_step(self) -> tuple[Any, Any]:
         """zero_grad, the batched forward, backward, update: (loss, scores), 0-d and (100, 1) Tensors."""
         self.optimizer.zero_grad()
-        scores = self.forward()
+        scores = self.model(self.X)
         loss = (1.0 - self.labels * scores).relu().mean() + L2 * sum((p * p).sum() for p in self.params)
         loss.backward()
         self.optimizer.step()

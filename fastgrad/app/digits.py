@@ -75,46 +75,10 @@ def epoch_batches(n: int, epoch: int, seed: int = 0, batch: int = BATCH) -> list
     return [order[i:i + batch] for i in range(0, n, batch)]
 
 
-class _InterimLinear:
-    """INTERIM until nn.Linear(tensor=True) lands."""
-
-    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
-        import fastgrad
-
-        self.weight = fastgrad.Tensor(W, requires_grad=True)
-        self.bias = fastgrad.Tensor(b, requires_grad=True)
-
-    def __call__(self, X: Any) -> Any:
-        import fastgrad
-
-        if not isinstance(X, fastgrad.Tensor):
-            X = fastgrad.Tensor(X)
-        return X @ self.weight.T + self.bias
-
-
-class _InterimMLP:
-    """INTERIM until nn.MLP(tensor=True) lands."""
-
-    def __init__(self, seed: int) -> None:
-        from fastgrad import nn
-
-        scalar = nn.MLP(SIZES[0], list(SIZES[1:]), rng=random.Random(seed), init="pytorch")
-        self.layers = [_InterimLinear(np.array([[p.data for p in n.w] for n in layer.neurons]),
-                                      np.array([n.b.data for n in layer.neurons])) for layer in scalar.layers]
-
-    def __call__(self, X: Any) -> Any:
-        for i, layer in enumerate(self.layers):
-            X = layer(X)
-            if i != len(self.layers) - 1:
-                X = X.relu()
-        return X
-
-    def parameters(self) -> list[Any]:
-        return [p for layer in self.layers for p in (layer.weight, layer.bias)]
-
-
 def _tensor_mlp(seed: int) -> Any:
-    return _InterimMLP(seed)
+    from fastgrad import nn
+
+    return nn.MLP(SIZES[0], list(SIZES[1:]), rng=random.Random(seed), init="pytorch", tensor=True)
 
 
 def initial_weights(seed: int = 0) -> Weights:
