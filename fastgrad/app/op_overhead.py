@@ -170,29 +170,28 @@ def bench_op_overhead(quick: bool = False, k: int = CHAIN, progress: Callable[[s
     repeats, number = (3, 5) if quick else (7, 20)
     have_torch = importlib.util.find_spec("torch") is not None
     rows = []
-    for op in OPS:
-        if progress:
-            progress(op)
-        a, b = op_inputs(op)
-        A, B = fastgrad.Tensor(a, requires_grad=True), fastgrad.Tensor(b, requires_grad=True)
-        ops = k * OPS_PER_LINK[op]
-        with gc_policy(True):
+    with gc_policy(True):           # one collection before all the chains; GC on while timing
+        for op in OPS:
+            if progress:
+                progress(op)
+            a, b = op_inputs(op)
+            A, B = fastgrad.Tensor(a, requires_grad=True), fastgrad.Tensor(b, requires_grad=True)
             numpy_s = _best(partial(numpy_chain, op, a, b, k), repeats, number)
             fastgrad_s = _best(partial(autodiff_chain, op, A, B, k), repeats, number)
-        torch_s = None
-        if have_torch:
-            import torch
+            torch_s = None
+            if have_torch:
+                import torch
 
-            with _one_torch_thread(True):
-                TA = torch.tensor(a, dtype=torch.float64, requires_grad=True)
-                TB = torch.tensor(b, dtype=torch.float64, requires_grad=True)
-                with gc_policy(True):
+                with _one_torch_thread(True):
+                    TA = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+                    TB = torch.tensor(b, dtype=torch.float64, requires_grad=True)
                     torch_s = _best(partial(autodiff_chain, op, TA, TB, k), repeats, number)
-        rows.append({"workload": OVERHEAD_WORKLOAD, "op": op, "link": LINKS[op], "chain": k,
-                     "ops_per_link": OPS_PER_LINK[op], "repeats": repeats,
-                     "numpy_us": 1e6 * numpy_s / ops, "fastgrad_us": 1e6 * fastgrad_s / ops,
-                     "torch_us": None if torch_s is None else 1e6 * torch_s / ops,
-                     "overhead_us": 1e6 * (fastgrad_s - numpy_s) / ops})
+            ops = k * OPS_PER_LINK[op]
+            rows.append({"workload": OVERHEAD_WORKLOAD, "op": op, "link": LINKS[op], "chain": k,
+                         "ops_per_link": OPS_PER_LINK[op], "repeats": repeats,
+                         "numpy_us": 1e6 * numpy_s / ops, "fastgrad_us": 1e6 * fastgrad_s / ops,
+                         "torch_us": None if torch_s is None else 1e6 * torch_s / ops,
+                         "overhead_us": 1e6 * (fastgrad_s - numpy_s) / ops})
     return rows
 
 
