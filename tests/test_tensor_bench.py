@@ -3,6 +3,7 @@ Tensors, the digits epoch and the per-op chains compute what their hand-written 
 compute, and the sections print. Speed is never asserted (shared, noisy machines)."""
 import gc
 import io
+import json
 
 import numpy as np
 import pytest
@@ -166,15 +167,19 @@ def test_op_overhead_rows_divide_by_the_ops():
 
 # ---- the sections ----
 
-def test_bench_only_tensor_prints_both_tables(monkeypatch):
+def test_bench_only_tensor_prints_both_tables(monkeypatch, tmp_path):
     pytest.importorskip("sklearn")
     real = op_overhead.bench_op_overhead
     monkeypatch.setattr(op_overhead, "bench_op_overhead", lambda quick, progress: real(quick, k=5))
     batches = digits.epoch_batches
     monkeypatch.setattr(digits, "epoch_batches", lambda n, epoch, seed=0: batches(n, epoch, seed)[:3])
     out = io.StringIO()
-    assert bench.run_bench(quick=True, only="tensor", out=out) == 0
+    json_path = tmp_path / "bench.json"
+    assert bench.run_bench(quick=True, only="tensor", out=out, json_path=str(json_path)) == 0
     text = out.getvalue()
+    data = json.loads(json_path.read_text())
+    assert len(data["tensor_ops"]) == len(op_overhead.OPS) and data["moons_step"] == []
+    assert [r["batches"] for r in data["digits_epoch"]] == [3] * len(data["digits_epoch"])
     assert "## Tensor per-op overhead (4x4 float64, forward + backward)" in text
     assert "| op | link (K times) | numpy µs/op | fastgrad µs/op | overhead µs/op |" in text
     assert "| matmul | `x = x @ B` |" in text and "target: sum overhead <= 2 µs/op above numpy" in text
