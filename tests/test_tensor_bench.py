@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import fastgrad
-from fastgrad.app import backends, bench, cli, digits, op_overhead
+from fastgrad.app import backends, bench, cli, op_overhead
+from fastgrad.app import digits_bench as digits
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +72,7 @@ def digits_data():
 def test_digits_split_and_batches(digits_data):
     (X, y, X_test, y_test), _ = digits_data
     assert X.shape == (1438, 64) and X_test.shape == (359, 64) and len(y) == 1438 and len(y_test) == 359
-    assert X.min() == 0.0 and X.max() == 1.0 and y.dtype == np.int64
+    assert X.min() == 0.0 and X.max() == 1.0 and y.dtype.kind == "i"
     batches = digits.epoch_batches(len(X), 3)
     assert [len(b) for b in batches] == [64] * 22 + [30]
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(X)))     # every row once

@@ -1,6 +1,6 @@
 """`python -m fastgrad bench`: the engine workloads (`fastgrad.app.workloads`), the compiled tapes' replay
 and threads (the same module), the two-moons training step on every backend (`fastgrad.app.backends`), the
-Tensor per-op overhead (`fastgrad.app.op_overhead`) and the digits epoch (`fastgrad.app.digits`), as
+Tensor per-op overhead (`fastgrad.app.op_overhead`) and the digits epoch (`fastgrad.app.digits_bench`), as
 Markdown tables; optionally JSON rows and a plot."""
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
 
 def _digits_section(quick: bool, out: TextIO) -> list[dict[str, Any]]:
     """The "Digits epoch" section: its table and targets, or a note when scikit-learn is missing."""
-    from fastgrad.app import digits
+    from fastgrad.app import digits_bench as digits
 
     print("\n## Digits epoch\n", file=out)
     if importlib.util.find_spec("sklearn") is None:

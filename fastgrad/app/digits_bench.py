@@ -1,12 +1,13 @@
 """The digits epoch of `python -m fastgrad bench`: one pass of minibatch training over scikit-learn's 8x8
-digits, on fastgrad Tensors, by hand in NumPy, and on torch (eager), from the same weights.
+digits, on fastgrad Tensors, by hand in NumPy, and on torch (eager), from the same weights
+(`python -m fastgrad demo digits`, in `fastgrad.app.digits`, trains the same model).
 
-The recipe: `sklearn.datasets.load_digits` (1,797 images of 64 pixels, 10 classes), features x / 16 in
-[0, 1], a fixed 80/20 split (a seeded permutation: the first fifth is the test set), an MLP 64-128-10 with
-relu on the hidden layer and PyTorch's default initialisation (`nn.MLP(..., init="pytorch")`, seeded),
-the mean cross-entropy over integer labels, Adam (lr 1e-3, PyTorch's formulas), batches of 64. One epoch
-is one pass over the training rows in a seeded shuffled order (`epoch_batches`): every implementation
-trains on the same batches in the same order, so their losses agree to rounding (~1e-15).
+The recipe: `fastgrad.data.load_digits` (scikit-learn's 1,797 images of 64 pixels, 10 classes), features
+x / 16 in [0, 1], a fixed 80/20 split (a seeded permutation: the first fifth is the test set), an MLP
+64-128-10 with relu on the hidden layer and PyTorch's default initialisation (`nn.MLP(..., init="pytorch")`,
+seeded), the mean cross-entropy over integer labels, Adam (lr 1e-3, PyTorch's formulas), batches of 64.
+One epoch is one pass over the training rows in a seeded shuffled order (`epoch_batches`): every
+implementation trains on the same batches in the same order, so their losses agree to rounding (~1e-15).
 
 - `TensorDigits`: `fastgrad.nn.MLP(tensor=True)` + `fastgrad.tensor_functional.cross_entropy` +
   `fastgrad.optim.Adam`;
@@ -55,17 +56,12 @@ Weights = list  # per layer: (W (out, in), b (out,)) as float64 arrays
 
 
 def load_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X_train, y_train, X_test, y_test): the digits scaled to [0, 1], float64 rows and int64 labels, split
-    80/20 by a permutation seeded with `seed`. Needs scikit-learn (ImportError without it)."""
-    from sklearn.datasets import load_digits
+    """(X_train, y_train, X_test, y_test): `fastgrad.data.load_digits(0.2, seed)`, the digits scaled to
+    [0, 1] (float64 rows, integer labels) split 80/20 by a seeded permutation. Needs scikit-learn
+    (ImportError without it)."""
+    from fastgrad.data import load_digits
 
-    X, y = load_digits(return_X_y=True)
-    X = np.ascontiguousarray(X, dtype=np.float64) / 16.0
-    y = np.asarray(y, dtype=np.int64)
-    order = np.random.default_rng(seed).permutation(len(X))
-    n_test = int(round(TEST_FRACTION * len(X)))
-    test, train = order[:n_test], order[n_test:]
-    return X[train], y[train], X[test], y[test]
+    return load_digits(test_fraction=TEST_FRACTION, seed=seed)
 
 
 def epoch_batches(n: int, epoch: int, seed: int = 0, batch: int = BATCH) -> list[np.ndarray]:
