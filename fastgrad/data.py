@@ -1,7 +1,8 @@
-"""Toy data sets for demos and tests: two interleaving half circles (scikit-learn's `make_moons`).
+"""Data sets for demos and tests: two interleaving half circles (scikit-learn's `make_moons`), and the 8x8
+handwritten digits that scikit-learn ships (`load_digits`, which needs scikit-learn: the `data` extra).
 
-No scikit-learn needed: the algorithm is sklearn's, step for step, with a `numpy.random.RandomState`,
-so the same `random_state` gives the same points as `sklearn.datasets.make_moons`.
+`make_moons` needs no scikit-learn: the algorithm is sklearn's, step for step, with a
+`numpy.random.RandomState`, so the same `random_state` gives the same points as `sklearn.datasets.make_moons`.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["make_moons"]
+__all__ = ["load_digits", "make_moons"]
 
 
 def make_moons(
@@ -68,3 +69,30 @@ def _check_random_state(seed: int | np.random.RandomState | None) -> np.random.R
     if isinstance(seed, np.random.RandomState):
         return seed
     raise ValueError(f"{seed!r} cannot be used to seed a numpy.random.RandomState instance")
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes; the data ship inside scikit-learn, no
+    download), split for training: (X_train, y_train, X_test, y_test). Pixels are scaled to [0, 1] (64
+    float64 columns), labels are integers 0..9 (intp); the split is a shuffle by
+    ``np.random.default_rng(seed)``, ``round(1797 * test_fraction)`` images held out.
+
+    Raises ImportError naming the extra without scikit-learn (``pip install 'fastgrad[data]'``), ValueError
+    for a fraction outside (0, 1).
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as exc:
+        raise ImportError("the digits data come with scikit-learn, which is not installed: "
+                          "pip install 'fastgrad[data]' (or pip install scikit-learn)") from exc
+    digits = sklearn_digits()
+    X = digits.data.astype(np.float64) / 16.0
+    y = digits.target.astype(np.intp)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = int(round(len(y) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return X[train], y[train], X[test], y[test]

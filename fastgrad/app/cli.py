@@ -1,4 +1,5 @@
-"""The `fastgrad` command (also `python -m fastgrad`): `demo` trains on two moons, `bench` measures speed."""
+"""The `fastgrad` command (also `python -m fastgrad`): `demo` trains on two moons (or, `demo digits`, on
+scikit-learn's handwritten digits), `bench` measures speed."""
 from __future__ import annotations
 
 import argparse
@@ -51,13 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train an MLP on two moons (micrograd's recipe), with progress and timing",
         description="Train MLP(2, [16, 16, 1]) on 100 two-moons points with micrograd's recipe: hinge loss + "
                     "1e-4*L2, full-batch SGD with lr falling linearly from 1.0 to 0.1.")
-    demo.add_argument("--steps", type=_positive_int, default=100, help="training steps (default 100)")
+    demo.add_argument("dataset", nargs="?", choices=["moons", "digits"], default="moons",
+                      help="moons (default): micrograd's two moons; digits: scikit-learn's 8x8 digits, "
+                           "MLP 64-128-10 with Tensor parameters, Adam, minibatches (needs scikit-learn: "
+                           "pip install 'fastgrad[data]')")
+    demo.add_argument("--steps", type=_positive_int, default=None, help="training steps (default 100; moons)")
+    demo.add_argument("--epochs", type=_positive_int, default=None,
+                      help=f"passes over the training images (default {DIGITS_EPOCHS}; digits)")
+    demo.add_argument("--batch-size", type=_positive_int, default=None,
+                      help="images per minibatch (default 64; digits)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and of the weights (default 0)")
-    demo.add_argument("--hidden", type=_hidden, default=[16, 16], metavar="16,16",
-                      help="hidden layer sizes (default 16,16)")
-    demo.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="default sgd")
+    demo.add_argument("--hidden", type=_hidden, default=None, metavar="16,16",
+                      help="hidden layer sizes (default 16,16 for moons, 128 for digits)")
+    demo.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="default sgd (moons)")
     demo.add_argument("--lr", type=_nonnegative_float, default=None,
-                      help="initial learning rate (default 1.0 for sgd, 0.05 for adam)")
+                      help=f"initial learning rate (default 1.0 for sgd, 0.05 for adam; {DIGITS_LR:g} for "
+                           "digits)")
     engine = demo.add_mutually_exclusive_group()
     engine.add_argument("--compile", action="store_true",
                         help="compile the loss with fg.compile: traced once, replayed in C (the same losses)")
@@ -90,15 +100,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the digits demo's defaults: ≥ 97% test accuracy with every seed 0..9 (measured)
+DIGITS_EPOCHS = 20
+DIGITS_LR = 2e-3
+_MOONS_ONLY = ("steps", "optimizer", "compile", "batched", "compare", "plot")
+_DIGITS_ONLY = ("epochs", "batch_size")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    given = {name for name in (*_MOONS_ONLY, *_DIGITS_ONLY) if getattr(args, name) not in (None, False)}
+    wrong = given & set(_MOONS_ONLY if args.dataset == "digits" else _DIGITS_ONLY)
+    if wrong:
+        options = ", ".join("--" + name.replace("_", "-") for name in sorted(wrong))
+        print(f"error: {options} do(es) not apply to the {args.dataset} demo", file=sys.stderr)
+        return 2
+    if args.dataset == "digits":
+        from fastgrad.app.digits import run_digits
+
+        return run_digits(epochs=args.epochs or DIGITS_EPOCHS, batch_size=args.batch_size or 64,
+                          hidden=args.hidden or [128], lr=DIGITS_LR if args.lr is None else args.lr,
+                          seed=args.seed, progress=not args.no_progress)
+    from fastgrad.app import demo
+
+    backend = "compiled" if args.compile else "batched" if args.batched else "fused"
+    return demo.run(steps=args.steps or 100, seed=args.seed, hidden=args.hidden or [16, 16],
+                    optimizer=args.optimizer or "sgd", lr=args.lr, compare=args.compare, plot=args.plot,
+                    progress=not args.no_progress, backend=backend)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from fastgrad.app import demo
-
-        backend = "compiled" if args.compile else "batched" if args.batched else "fused"
-        return demo.run(steps=args.steps, seed=args.seed, hidden=args.hidden, optimizer=args.optimizer,
-                        lr=args.lr, compare=args.compare, plot=args.plot, progress=not args.no_progress,
-                        backend=backend)
+        return _demo(args)
     if args.command == "bench":
         from fastgrad.app.bench import run_bench
 

@@ -18,6 +18,7 @@ import numpy as np
 
 import fastgrad as fg
 from fastgrad._engine import Var
+from fastgrad.data import load_digits
 from fastgrad.nn.layers import MLP
 from fastgrad.nn.module import Module
 
@@ -29,20 +30,10 @@ def load_digits_split(test_fraction: float = 0.25, seed: int = 0
     """(X_train, T_train, X_test, y_test): pixels scaled to [0, 1] (64 columns), one-hot training targets
     (10 columns), integer test labels; a shuffled split (``np.random.default_rng(seed)``). Raises ImportError
     naming the extra without scikit-learn, ValueError for a fraction outside (0, 1)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise ImportError("the digits data come with scikit-learn: pip install 'fastgrad[data]' "
-                          "(or pip install scikit-learn)") from exc
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    digits = load_digits()
-    X = digits.data.astype(np.float64) / 16.0
-    y = digits.target.astype(np.intp)
-    order = np.random.default_rng(seed).permutation(len(y))
-    n_test = int(round(len(y) * test_fraction))
-    test, train = order[:n_test], order[n_test:]
-    return X[train], np.eye(10)[y[train]], X[test], y[test]
+    X_train, y_train, X_test, y_test = load_digits(test_fraction, seed)
+    return X_train, np.eye(10)[y_train], X_test, y_test
 
 
 def digits_model(hidden: Sequence[int] = (32,), seed: int = 0) -> MLP:
