@@ -16,6 +16,8 @@ micrograd does).
   (mean), the L2 term by a second, tiny `fg.compile`: the same losses to rounding (~1e-16);
 - `NumpyBackend`: the same MLP, loss and update written by hand in NumPy (float64 arrays, the backward pass
   derived by hand): the floor a scalar engine is measured against;
+- `TensorBackend`: NumpyBackend's batched step on `fg.Tensor` parameters (one matmul per layer over all
+  points), differentiated by the engine, updated by `fastgrad.optim`: the same losses to rounding (~1e-16);
 - `JaxBackend`: the NumPy step's math under `jax.jit` (float64), when `jax` is installed;
 - `MicrogradBackend`: the `micrograd` package itself, when installed; `TorchBackend`: batched torch tensors.
 
@@ -49,6 +51,7 @@ __all__ = [
     "MicrogradBackend",
     "NumpyBackend",
     "ScalarBackend",
+    "TensorBackend",
     "TorchBackend",
     "initial_weights",
     "lr_factor",
@@ -337,6 +340,50 @@ class NumpyBackend:
         return None  # no graph
 
 
+class TensorBackend:
+    """NumpyBackend's step on `fg.Tensor`s: `fastgrad.nn.MLP(tensor=True)` holding the weights (each layer a
+    `Linear` whose weight W (out, in) and bias b (out,) are leaf Tensors, its forward one fused engine node
+    `h @ W.T + b` over all 100 points), the same loss, hinge mean + L2 · Σ(p·p).sum(), the gradients the
+    engine's, the update `fastgrad.optim` (SGD or Adam) on micrograd's schedule (`LambdaLR`). Its losses
+    are NumpyBackend's to rounding (~1e-16): the sums run in another order."""
+
+    name = "fastgrad Tensor (batched)"
+
+    def __init__(self, weights: Weights, X: list[list[float]], y: list[int], steps: int,
+                 optimizer: str = "sgd", lr: float = 1.0) -> None:
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}")
+        Tensor = fastgrad.Tensor
+        sizes = layer_sizes(weights)
+        self.model = nn.MLP(sizes[0], sizes[1:], rng=random.Random(0), tensor=True)
+        for layer, layer_weights in zip(self.model.layers, weights):
+            layer.weight.data[...] = [w for w, _ in layer_weights]      # (out, in)
+            layer.bias.data[...] = [b for _, b in layer_weights]        # (out,)
+        self.params = self.model.parameters()                           # [W0, b0, W1, b1, ...]
+        self.X = Tensor(X)
+        # NOTE: labels as a (100, 1) Tensor made once: a Tensor operand takes the engine's fast path, an
+        # ndarray would be converted at every use
+        self.labels = Tensor(np.array(y, dtype=np.float64)[:, None])
+        self.y = y
+        cls = optim.SGD if optimizer == "sgd" else optim.Adam
+        self.optimizer = cls(self.params, lr=lr)
+        self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lambda k: lr_factor(k, steps))
+
+    def train_step(self) -> tuple[Any, Any]:
+        """zero_grad, the batched forward, backward, update: (loss, scores), 0-d and (100, 1) Tensors."""
+        self.optimizer.zero_grad()
+        scores = self.model(self.X)
+        loss = (1.0 - self.labels * scores).relu().mean() + L2 * sum((p * p).sum() for p in self.params)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, scores
+
+    def step(self) -> tuple[float, float]:
+        loss, scores = self.train_step()
+        return loss.item(), accuracy(scores.data[:, 0].tolist(), self.y)
+
+
 class JaxBackend:
     """NumpyBackend's step in JAX: the loss written once, its gradient by `jax.value_and_grad`, the whole
     step (forward, backward, update) under one `jax.jit`, float64. Needs `jax`; turns on JAX's float64 mode
@@ -570,6 +617,8 @@ def _have_matplotlib() -> bool:
 MOONS_WORKLOAD = "moons step (100 pts, MLP 2-16-16-1)"
 REFERENCE_NAME = "fastgrad.reference (pure Python)"
 NUMPY_NAME = "numpy, hand-written forward + backward"
+TENSOR_NAME = "fastgrad Tensor (batched)"
+TORCH_NAME = "torch (batched float64 tensors)"
 
 
 def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[int], steps: int
@@ -589,9 +638,10 @@ def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[i
     ]
     if _importable("micrograd"):
         impls.append(("micrograd", lambda: MicrogradBackend(weights, X, y, steps), 2))
+    impls.append((TENSOR_NAME, lambda: TensorBackend(weights, X, y, steps), 0))
     impls.append((NUMPY_NAME, lambda: NumpyBackend(weights, X, y, steps), 0))
     if _importable("torch"):
-        impls.append(("torch (batched float64 tensors)", lambda: TorchBackend(weights, X, y, steps), 0))
+        impls.append((TORCH_NAME, lambda: TorchBackend(weights, X, y, steps), 0))
     if _importable("jax"):
         impls.append(("jax.jit (batched float64 arrays)", lambda: JaxBackend(weights, X, y, steps), 0))
     return impls
@@ -600,14 +650,17 @@ def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[i
 def step_graph_nodes(loss: Any, backend: Any = None) -> int | None:
     """The nodes of one step's graph, leaves included: a backend's own count when it has one
     (`graph_nodes()`: a compiled tape's nodes; None for NumPy and JAX, which build no graph), fastgrad's
-    from `fastgrad.stats`, a Python engine's walked along `_prev`, torch's autograd nodes (one per tensor op,
-    one per leaf parameter) along `grad_fn.next_functions`."""
+    (a Var's or a Tensor's) from `fastgrad.stats`, a Python engine's walked along `_prev`, torch's autograd
+    nodes (one per tensor op, one per leaf parameter) along `grad_fn.next_functions`."""
     from fastgrad.app.workloads import walk_nodes
 
     if backend is not None and hasattr(backend, "graph_nodes"):
         return backend.graph_nodes()
     if isinstance(loss, fastgrad.Var):
         return fastgrad.stats(loss).nodes
+    if isinstance(loss, fastgrad.Tensor):
+        # NOTE: fastgrad.stats takes a Var; a Tensor's graph is the engine's, reached through its node
+        return fastgrad.stats(loss._node).nodes
     if hasattr(loss, "grad_fn"):
         seen, stack = set(), [loss.grad_fn]
         while stack:

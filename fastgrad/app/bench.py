@@ -1,6 +1,7 @@
 """`python -m fastgrad bench`: the engine workloads (`fastgrad.app.workloads`), the compiled tapes' replay
-and threads (the same module), and the two-moons training step on every backend (`fastgrad.app.backends`),
-as Markdown tables; optionally JSON rows and a plot."""
+and threads (the same module), the two-moons training step on every backend (`fastgrad.app.backends`), the
+Tensor per-op overhead (`fastgrad.app.op_overhead`) and the digits epoch (`fastgrad.app.digits_bench`), as
+Markdown tables; optionally JSON rows and a plot."""
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +22,8 @@ from fastgrad.app.backends import (
     MOONS_WORKLOAD,
     NUMPY_NAME,
     REFERENCE_NAME,
+    TENSOR_NAME,
+    TORCH_NAME,
     initial_weights,
     moons,
     moons_step_implementations,
@@ -102,6 +105,22 @@ def _one_xla_thread() -> None:
 
 
 @contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """NumPy's BLAS on one thread inside the block (restored after), through threadpoolctl when it is
+    installed (scikit-learn depends on it); nothing otherwise.
+
+    NOTE: as torch's one intra-op thread: OpenBLAS's threads, on a shared or loaded machine, made the
+    hand-written NumPy digits epoch 80x slower (0.5 s instead of 7 ms, 2 busy cores)."""
+    if importlib.util.find_spec("threadpoolctl") is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
 def _one_torch_thread(active: bool) -> Iterator[None]:
     """torch.set_num_threads(1) inside the block (restored after) when `active`."""
     if not active:
@@ -135,8 +154,9 @@ def _time_backend(row: dict[str, Any], factory: Callable[[], Any], warmup: int, 
 def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str | None = None,
               only: str | None = None, out: TextIO | None = None) -> int:
     """`python -m fastgrad bench`: Markdown tables of the engine workloads, of the compiled tapes (replay and
-    threads) and of the two-moons training step; `only`: one of them ("engine", "compiled", "moons");
-    optionally the rows as JSON and a plot."""
+    threads), of the two-moons training step, of the Tensor per-op overhead and of the digits epoch; `only`:
+    one of them ("engine", "compiled", "moons", "digits"), or "tensor" for the last two; optionally the rows
+    as JSON and a plot."""
     out = out if out is not None else sys.stdout
     if plot_path and importlib.util.find_spec("matplotlib") is None:
         print("error: --plot needs matplotlib, which is not installed: "
@@ -150,6 +170,8 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
     engine: list[dict[str, Any]] = []
     compiled: list[dict[str, Any]] = []
     moons: list[dict[str, Any]] = []
+    tensor_ops: list[dict[str, Any]] = []
+    digits_rows: list[dict[str, Any]] = []
     if only in (None, "engine"):
         _status("engine workloads")
         engine = [dict(r) for r in workloads.run_all(quick=quick)]
@@ -168,7 +190,8 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         print(workloads.compiled_markdown_table(compiled), file=out)
         out.flush()
     if only in (None, "moons"):
-        moons = bench_moons_step(quick=quick, progress=lambda name: _status(f"moons step: {name}"))
+        with _one_blas_thread():
+            moons = bench_moons_step(quick=quick, progress=lambda name: _status(f"moons step: {name}"))
         _status("")
         print(f"\n## Training step: {MOONS_WORKLOAD}\n", file=out)
         print("zero_grad + forward over the 100 points + backward + update (+ freeing the graph); "
@@ -176,19 +199,65 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
               "nodes, one per tensor op; fg.compile: its tape's nodes; fg.vmap: the eager graph's count; "
               "none for NumPy and JAX). Speedup vs numpy: over the hand-written NumPy step, the floor. "
               "GC off: a collection between steps, untimed, frees micrograd's "
-              "graphs (reference cycles) outside its times.\n", file=out)
+              "graphs (reference cycles) outside its times. NumPy's BLAS and torch on one thread.\n",
+              file=out)
         print(moons_table(moons), file=out)
         print("\n" + "\n".join(moons_targets(moons)), file=out)
+        out.flush()
+    if only in (None, "tensor"):
+        from fastgrad.app import op_overhead
+
+        with _one_blas_thread():
+            tensor_ops = op_overhead.bench_op_overhead(quick=quick,
+                                                       progress=lambda op: _status(f"per-op overhead: {op}"))
+        _status("")
+        print(f"\n## {op_overhead.OVERHEAD_WORKLOAD}\n", file=out)
+        print(f"A chain of {op_overhead.CHAIN} links of one op on 4x4 float64 arrays, forward + backward "
+              "(`.sum().backward()`; NumPy: the same chain storing what its backward needs, then the "
+              "backward by hand), per op. Overhead: fastgrad - numpy (negative: fastgrad's C loop beats "
+              "NumPy's per-call cost). The sum link is two ops (sum, 0-d add). Best of repeats; torch eager "
+              "on one thread.\n", file=out)
+        print(op_overhead.op_overhead_table(tensor_ops), file=out)
+        print("\n" + "\n".join(op_overhead.op_overhead_targets(tensor_ops)), file=out)
+        out.flush()
+    if only in (None, "tensor", "digits"):
+        digits_rows = _digits_section(quick, out)
     _status("")
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"machine": info, "quick": quick, "engine": engine, "compiled": compiled,
-                       "moons_step": moons}, f, indent=2)
+                       "moons_step": moons, "tensor_ops": tensor_ops, "digits_epoch": digits_rows},
+                      f, indent=2)
         print(f"\nrows written to {json_path}", file=out)
     if plot_path:
         plot_bench(engine, moons, plot_path, f"fastgrad bench on {info['machine']}")
         print(f"plot written to {plot_path}", file=out)
     return 0
+
+
+def _digits_section(quick: bool, out: TextIO) -> list[dict[str, Any]]:
+    """The "Digits epoch" section: its table and targets, or a note when scikit-learn is missing."""
+    from fastgrad.app import digits_bench as digits
+
+    print("\n## Digits epoch\n", file=out)
+    if importlib.util.find_spec("sklearn") is None:
+        print("skipped: the digits data set needs scikit-learn, which is not installed "
+              "(pip install scikit-learn, or pip install 'fastgrad[data]')", file=out)
+        return []
+    with _one_blas_thread():
+        rows = digits.bench_digits_epoch(quick=quick, progress=lambda name: _status(f"digits epoch: {name}"))
+    _status("")
+    first = rows[0]
+    print(f"{digits.DIGITS_WORKLOAD}: scikit-learn's 8x8 digits / 16, {first['train_rows']} training rows "
+          f"({first['batches']} batches), {first['test_rows']} test rows, cross-entropy, Adam lr 1e-3; every "
+          "implementation from the same weights on the same batches. One untimed warm-up epoch, then the "
+          "median of the timed epochs (a new shuffle each); vs numpy: time / the hand-written NumPy epoch's "
+          "(lower is better). Test accuracy after the timed epochs. NumPy's BLAS and torch on one thread.\n",
+          file=out)
+    print(digits.digits_table(rows), file=out)
+    print("\n" + "\n".join(digits.digits_targets(rows)), file=out)
+    out.flush()
+    return rows
 
 
 def machine_info() -> dict[str, str]:
@@ -245,6 +314,15 @@ def moons_targets(rows: list[dict[str, Any]]) -> list[str]:
             verdict = "met" if speed[name] >= target else "NOT met"
             lines.append(f"target: {name} >= {target}x faster than reference.py: "
                          f"{speed[name]:.1f}x ({verdict})")
+    ms = {r["implementation"]: r["ms"] for r in rows if r.get("workload") == MOONS_WORKLOAD}
+    if TENSOR_NAME in ms and NUMPY_NAME in ms:
+        ratio = ms[TENSOR_NAME] / ms[NUMPY_NAME]
+        lines.append(f"target: {TENSOR_NAME} within 1.3x of the hand-written NumPy step: {ratio:.2f}x "
+                     f"({'met' if ratio <= 1.3 else 'NOT met'})")
+    if TENSOR_NAME in ms and TORCH_NAME in ms:
+        speedup = ms[TORCH_NAME] / ms[TENSOR_NAME]
+        lines.append(f"target: {TENSOR_NAME} >= 5x faster than torch eager: {speedup:.1f}x "
+                     f"({'met' if speedup >= 5 else 'NOT met'})")
     return lines
 
 

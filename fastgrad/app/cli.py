@@ -84,14 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench", help="run the benchmarks and print a Markdown table",
-        description="Time the engine workloads, fg.compile's replay and fg.vmap's threads, and the two-moons "
-                    "training step on fastgrad (eager, compiled, batched), hand-written NumPy and the "
-                    "pure-Python reference (and micrograd / torch / jax when installed), with the cyclic GC "
-                    "on as in any Python program, and again with it off.")
+        description="Time the engine workloads, fg.compile's replay and fg.vmap's threads, the two-moons "
+                    "training step on fastgrad (eager, compiled, batched, Tensor), hand-written NumPy and "
+                    "the pure-Python reference (and micrograd / torch / jax when installed), with the "
+                    "cyclic GC on as in any Python program, and again with it off; the fastgrad Tensor "
+                    "per-op overhead on 4x4 arrays, and a digits epoch (MLP 64-128-10, Adam; needs "
+                    "scikit-learn), each against hand-written NumPy and torch eager.")
     bench.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a rough table)")
-    bench.add_argument("--only", choices=["engine", "compiled", "moons"],
-                       help="run only the engine workloads, only the compiled tapes' replay and threads, or "
-                            "only the two-moons training step")
+    bench.add_argument("--only", choices=["engine", "compiled", "moons", "tensor", "digits"],
+                       help="run only the engine workloads, only the compiled tapes' replay and threads, "
+                            "only the two-moons training step, only the Tensor rows (per-op overhead and "
+                            "the digits epoch), or only the digits epoch")
     bench.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     bench.add_argument("--plot", metavar="PNG", help="also draw the timings (needs matplotlib)")
     return parser
