@@ -34,13 +34,32 @@ def test_demo_options_in_process(capsys):
     assert "MLP(2, [8, 4, 1])" in out and "Adam lr 0.01" in out and "4 steps" in out
 
 
-@pytest.mark.parametrize("flag, backend", [("--compile", "compiled"), ("--batched", "batched")])
+@pytest.mark.parametrize("flag, backend", [("--compile", "compiled"), ("--batched", "batched"),
+                                           ("--tensor", "tensor")])
 def test_demo_compile_and_batched_flags_choose_the_backend(flag, backend, capsys):
     assert cli.main(["demo", "--steps", "3", "--no-progress", flag]) == 0
     out = capsys.readouterr().out
     from fastgrad.app import demo
 
     assert f"ms/step ({demo.MAIN_BACKENDS[backend].name};" in out
+    assert "337 parameters" in out                  # a Tensor parameter counts its elements
+
+
+def test_demo_tensor_gives_the_eager_losses(capsys):
+    """`demo --tensor` trains the same model on the points as one matrix: the eager run's losses."""
+    from fastgrad.app import demo
+
+    runs = {}
+    for flag in ([], ["--tensor"]):
+        assert cli.main(["demo", "--steps", "40", "--no-progress", "--seed", "3", *flag]) == 0
+        runs[bool(flag)] = capsys.readouterr().out.splitlines()
+    final = [next(line for line in runs[k] if line.startswith("final:")) for k in (False, True)]
+    assert final[0] == final[1]                     # loss to 6 decimals, accuracy, first step at 100%
+    X, y = demo.moons(3)
+    weights = demo.initial_weights(2, [16, 16], 3)
+    eager = demo.train(demo.FusedBackend(weights, X, y, 40, "sgd", 1.0), 40, progress=False)
+    batch = demo.train(demo.TensorBackend(weights, X, y, 40, "sgd", 1.0), 40, progress=False)
+    assert max(abs(a - b) for a, b in zip(eager.losses, batch.losses)) < 1e-12
 
 
 def test_python_m_fastgrad_demo_compile_end_to_end():

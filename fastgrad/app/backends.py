@@ -383,6 +383,11 @@ class TensorBackend:
         loss, scores = self.train_step()
         return loss.item(), accuracy(scores.data[:, 0].tolist(), self.y)
 
+    def predict(self, points: Sequence[Sequence[float]]) -> list[float]:
+        """The model's scores of these points (one batch, no graph built)."""
+        with fastgrad.no_grad():
+            return self.model(np.asarray(points, dtype=np.float64)).data[:, 0].tolist()
+
 
 class JaxBackend:
     """NumpyBackend's step in JAX: the loss written once, its gradient by `jax.value_and_grad`, the whole

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--batched", action="store_true",
                         help="replay one point's loss over the batch with fg.vmap (the same losses to "
                              "rounding)")
+    engine.add_argument("--tensor", action="store_true",
+                        help="train the model with Tensor parameters on the points as one matrix (the same "
+                             "losses to rounding)")
     demo.add_argument("--compare", action="store_true",
                       help="also run the same steps on the other fastgrad backends, hand-written NumPy, "
                            "fastgrad.reference, micrograd-style fg.Value code and micrograd (if installed), "
@@ -104,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 # (tests/test_digits.py)
 DIGITS_EPOCHS = 20
 DIGITS_LR = 2e-3
-_MOONS_ONLY = ("steps", "optimizer", "compile", "batched", "compare", "plot")
+_MOONS_ONLY = ("steps", "optimizer", "compile", "batched", "tensor", "compare", "plot")
 _DIGITS_ONLY = ("epochs", "batch_size")
 
 
@@ -123,7 +126,8 @@ def _demo(args: argparse.Namespace) -> int:
                           seed=args.seed, progress=not args.no_progress)
     from fastgrad.app import demo
 
-    backend = "compiled" if args.compile else "batched" if args.batched else "fused"
+    backend = ("compiled" if args.compile else "batched" if args.batched else "tensor" if args.tensor
+               else "fused")
     return demo.run(steps=args.steps or 100, seed=args.seed, hidden=args.hidden or [16, 16],
                     optimizer=args.optimizer or "sgd", lr=args.lr, compare=args.compare, plot=args.plot,
                     progress=not args.no_progress, backend=backend)

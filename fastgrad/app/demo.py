@@ -2,7 +2,8 @@
 
 The recipe and the backends it can run on (`--compare`) are in `fastgrad.app.backends`. The main run trains
 `fastgrad.nn` eagerly (`FusedBackend`), or with its loss compiled by `fg.compile` (`--compile`,
-`CompiledBackend`) or replayed per point by `fg.vmap` (`--batched`, `BatchedBackend`): the same losses.
+`CompiledBackend`) or replayed per point by `fg.vmap` (`--batched`, `BatchedBackend`), or as one batch with
+Tensor parameters (`--tensor`, `TensorBackend`): the same losses.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from fastgrad.app.backends import (
     MicrogradBackend,
     NumpyBackend,
     ScalarBackend,
+    TensorBackend,
     Weights,
     _have_matplotlib,
     _importable,
@@ -36,7 +38,8 @@ from fastgrad.app.backends import (
 __all__ = ["MAIN_BACKENDS", "Progress", "TrainResult", "run", "train"]
 
 # the backends the main run can train on: the same model, loss and optimizer, the same losses
-MAIN_BACKENDS = {"fused": FusedBackend, "compiled": CompiledBackend, "batched": BatchedBackend}
+MAIN_BACKENDS = {"fused": FusedBackend, "compiled": CompiledBackend, "batched": BatchedBackend,
+                 "tensor": TensorBackend}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ def run(steps: int = 100, seed: int = 0, hidden: Sequence[int] = (16, 16), optim
     X, y = moons(seed)
     weights = initial_weights(2, hidden, seed)
     main = MAIN_BACKENDS[backend](weights, X, y, steps, optimizer, lr)
-    n_params = len(main.params)
+    n_params = sum(getattr(p, "size", 1) for p in main.params)     # a Tensor counts its elements
     sizes = [2, *hidden, 1]
     print(f"fastgrad demo: two moons, {len(X)} points (noise {NOISE}, seed {seed}); "
           f"MLP(2, {sizes[1:]}), {n_params} parameters", file=out)
