@@ -23,3 +23,6 @@ def adam_array(param: _State, grad: _State, exp_avg: _State, exp_avg_sq: _State,
                max_exp_avg_sq: _State | None, lr: float, beta1: float, beta2: float, eps: float,
                weight_decay: float, step_size: float, bias_correction2_sqrt: float,
                decoupled_weight_decay: bool, maximize: bool) -> None: ...
+def sgd_array(param: _State, grad: _State, momentum_buffer: _State | None, lr: float, momentum: float,
+              dampening: float, weight_decay: float, nesterov: bool, maximize: bool,
+              init_buffer: bool) -> None: ...

@@ -200,3 +200,22 @@ def test_threads_build_and_differentiate_their_own_graphs_exactly():
         for got, want in zip(r, expected):
             assert np.array_equal(got, want)
     assert _engine._tensor_adjoints_held() == 0
+
+
+@pytest.mark.parametrize("n, c", [(1, 1), (5, 3), (64, 10)])
+def test_cross_entropy_common_case_equals_the_general_path(n, c):
+    from fastgrad.tensor_functional import cross_entropy
+    x = RNG.standard_normal((n, c)) * 5
+    t = RNG.integers(0, c, size=n)
+    fast_y, (fast_g,) = _grads(lambda z: cross_entropy(z, t), x)              # ndarray targets: the fast case
+    slow_y, (slow_g,) = _grads(lambda z: cross_entropy(z, t.tolist()), x)     # a list: the general path
+    assert np.array_equal(fast_y, slow_y) and np.array_equal(fast_g, slow_g)
+    # what the fast case hands over to the general path: its errors and its other options
+    with pytest.raises(IndexError, match="out of bounds"):
+        cross_entropy(fg.Tensor(x, requires_grad=True), np.full(n, c))
+    if c > 1 and n > 1:     # an ignored class present: the rows it labels leave the mean
+        t2 = t.copy()
+        t2[0], t2[1] = 0, 1
+        got = cross_entropy(fg.Tensor(x), t2, ignore_index=0).item()
+        rows = cross_entropy(fg.Tensor(x), t2, reduction="none").data
+        assert got == pytest.approx(rows[t2 != 0].mean(), rel=1e-14)

@@ -88,20 +88,43 @@ cdef void sgd_loop(const i64* index, intp n, f64* buf, f64 lr, f64 momentum, f64
     cdef const f64* aux = arena().aux
     cdef intp i
     cdef i64 j
-    cdef f64 g, b
     for i in range(n):
         j = index[i]
         if aux[j] == FROZEN:     # requires_grad_(False): no update, state untouched
             continue
-        g = coupled_grad(grad[j], value[j], weight_decay, maximize)
-        if momentum != 0.0:
-            if init_buffer:
-                b = g
-            else:
-                b = buf[i] * momentum + (1.0 - dampening) * g
-            buf[i] = b
-            g = g + momentum * b if nesterov else b
-        value[j] = value[j] + -lr * g
+        value[j] = sgd_one(value[j], grad[j], &buf[i] if momentum != 0.0 else NULL, lr, momentum, dampening,
+                           weight_decay, nesterov, maximize, init_buffer)
+
+
+cdef inline f64 sgd_one(f64 p, f64 grad, f64* buf, f64 lr, f64 momentum, f64 dampening, f64 weight_decay,
+                        bint nesterov, bint maximize, bint init_buffer) noexcept nogil:
+    """One parameter's SGD update (its new value); ``buf`` (its momentum buffer) is NULL without momentum."""
+    cdef f64 g = coupled_grad(grad, p, weight_decay, maximize)
+    cdef f64 b
+    if buf != NULL:
+        if init_buffer:
+            b = g
+        else:
+            b = buf[0] * momentum + (1.0 - dampening) * g
+        buf[0] = b
+        g = g + momentum * b if nesterov else b
+    return p + -lr * g
+
+
+def sgd_array(f64[::1] param not None, const f64[::1] grad not None, f64[::1] momentum_buffer, f64 lr,
+              f64 momentum, f64 dampening, f64 weight_decay, bint nesterov, bint maximize, bint init_buffer):
+    """``sgd_step``'s update on the elements of a float64 Tensor (flat C-contiguous views of its data, its
+    gradient and, with momentum, its buffer; None without): the same operations per element, so a Tensor
+    moves exactly as Vars of the same numbers do. ValueError for arrays of different lengths."""
+    cdef intp n = param.shape[0], i
+    if grad.shape[0] != n:
+        raise ValueError(f"grad has {grad.shape[0]} entries for {n} parameters")
+    if momentum != 0.0 and (momentum_buffer is None or momentum_buffer.shape[0] != n):
+        raise ValueError(f"momentum needs a momentum_buffer of {n} entries")
+    cdef f64* buf = &momentum_buffer[0] if momentum != 0.0 and n else NULL
+    for i in range(n):
+        param[i] = sgd_one(param[i], grad[i], buf + i if buf != NULL else NULL, lr, momentum, dampening,
+                           weight_decay, nesterov, maximize, init_buffer)
 
 
 # ---- Adagrad ----
@@ -244,6 +267,21 @@ cdef inline f64 adam_one(f64 p, f64 grad, f64* exp_avg, f64* exp_avg_sq, f64* ma
     return p + -step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
 
 
+cdef void adam_plain(f64* param, const f64* grad, f64* exp_avg, f64* exp_avg_sq, intp n, f64 w1, f64 beta2,
+                     f64 eps, f64 step_size, f64 bias_correction2_sqrt) noexcept nogil:
+    """adam_one without weight decay, maximize or amsgrad, for 1 - beta1 in (-0.5, 0.5) (lerp's first
+    form): the same operations in the same order, so the same bits."""
+    cdef intp i
+    cdef f64 g, m, v
+    for i in range(n):
+        g = grad[i]
+        m = exp_avg[i] + w1 * (g - exp_avg[i])
+        exp_avg[i] = m
+        v = exp_avg_sq[i] * beta2 + (1.0 - beta2) * g * g
+        exp_avg_sq[i] = v
+        param[i] = param[i] + -step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
+
+
 def adam_array(f64[::1] param not None, const f64[::1] grad not None, f64[::1] exp_avg not None,
                f64[::1] exp_avg_sq not None, f64[::1] max_exp_avg_sq, f64 lr, f64 beta1, f64 beta2, f64 eps,
                f64 weight_decay, f64 step_size, f64 bias_correction2_sqrt, bint decoupled_weight_decay,
@@ -258,6 +296,12 @@ def adam_array(f64[::1] param not None, const f64[::1] grad not None, f64[::1] e
     if max_exp_avg_sq is not None and max_exp_avg_sq.shape[0] != n:
         raise ValueError(f"max_exp_avg_sq has {max_exp_avg_sq.shape[0]} entries for {n} parameters")
     cdef f64* vmax = &max_exp_avg_sq[0] if max_exp_avg_sq is not None and n else NULL
+    cdef f64 w1 = 1.0 - beta1
+    if n and vmax == NULL and weight_decay == 0.0 and not maximize and -0.5 < w1 < 0.5:
+        # the common case, with the branches of adam_one decided once: a loop the compiler vectorizes
+        adam_plain(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], n, w1, beta2, eps, step_size,
+                   bias_correction2_sqrt)
+        return
     for i in range(n):
         param[i] = adam_one(param[i], grad[i], &exp_avg[i], &exp_avg_sq[i], vmax + i if vmax != NULL else NULL,
                             lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
