@@ -235,7 +235,7 @@ class Tensor:
             seed = np.array(gradient.data if isinstance(gradient, Tensor) else gradient, dtype=np.float64)
             if seed.shape != self.shape:
                 raise ValueError(f"backward(): gradient has shape {seed.shape}, the output {self.shape}")
-        _engine._tensor_backward(self._node, seed)
+        _engine._tensor_backward(self._node, seed, True)       # seed: a fresh array, handed over
 
     # ---- operators (made from the op table's OPERATORS below: __add__, __radd__, ..., __rpow__) ----
     def __neg__(self) -> Tensor:

@@ -219,3 +219,34 @@ def test_cross_entropy_common_case_equals_the_general_path(n, c):
         got = cross_entropy(fg.Tensor(x), t2, ignore_index=0).item()
         rows = cross_entropy(fg.Tensor(x), t2, reduction="none").data
         assert got == pytest.approx(rows[t2 != 0].mean(), rel=1e-14)
+
+
+@pytest.mark.parametrize("op", BINARY)
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((5, 4), (4,)), ((4,), (2, 4))],
+                         ids=["same", "row", "row-a"])
+@pytest.mark.parametrize("array_first", [False, True])
+def test_an_ndarray_operand_is_a_copied_constant(op, shapes, array_first):
+    a, b = _pair(*shapes, op)
+    const = b.copy() if not array_first else a.copy()
+    if array_first:
+        def fast(t):
+            return OPERATOR[op](const, t)
+
+        def slow(t):
+            return T._binary(op, a.copy(), t)
+        data = b
+    else:
+        def fast(t):
+            return OPERATOR[op](t, const)
+
+        def slow(t):
+            return T._binary(op, t, b.copy())
+        data = a
+    ts = fg.Tensor(data, requires_grad=True)
+    y = fast(ts)
+    const[...] = 7.0                          # written after the op is built: the graph keeps its own copy
+    w = np.linspace(-1.0, 1.5, y.data.size).reshape(y.shape)
+    y.backward(w)
+    ref_y, (ref_g,) = _grads(slow, data)
+    assert np.array_equal(y.data, ref_y)
+    np.testing.assert_allclose(ts.grad, ref_g, rtol=1e-13, atol=1e-13)

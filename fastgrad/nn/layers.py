@@ -343,16 +343,17 @@ class MLP(Module):
                 raise ValueError(f"MLP's layer sizes must be non-negative ints, got {list(nouts)!r}")
         sizes = [nin, *nouts]
         activation = _check_activation(activation)
-        self.layers = [
-            Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, activation=activation, rng=rng)
-            for i in range(len(nouts))
-        ]
-        if tensor:      # the same values, drawn in the same order, held as one Tensor per weight and bias
-            self.layers = [Linear._of(np.array([[w.data for w in n.w] for n in layer.neurons], dtype=float
-                                               ).reshape(len(layer.neurons), layer.nin),
-                                      np.array([n.b.data for n in layer.neurons], dtype=float))
-                           for layer in self.layers]
+        if tensor:      # the values Layer's neurons draw, in their order: uniform(-1, 1) weights, zero biases
+            uniform = (rng or random).uniform
+            self.layers = [Linear._of(np.array([uniform(-1, 1) for _ in range(n_in * n_out)], dtype=float
+                                               ).reshape(n_out, n_in), np.zeros(n_out))
+                           for n_in, n_out in zip(sizes, sizes[1:])]
             self.activation = activation
+        else:
+            self.layers = [
+                Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, activation=activation, rng=rng)
+                for i in range(len(nouts))
+            ]
         if init != "micrograd":
             for layer in self.layers:
                 if tensor:

@@ -27,7 +27,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from fastgrad import _optim
+from fastgrad import _engine, _optim
 from fastgrad._engine import Var, param_index, same_nodes
 from fastgrad.tensor import Tensor
 
@@ -216,7 +216,8 @@ class Optimizer:
             if self._tensor_at[g]:
                 params = self.param_groups[g]["params"]
                 for k in self._tensor_at[g]:
-                    grad = params[k].grad
+                    node = params[k]._node
+                    grad = None if node is None else _engine._tensor_grad(node)
                     if grad is not None:
                         grad.fill(0.0)
 
@@ -446,7 +447,7 @@ def _tensor_grad(p: Tensor, state: dict[str, Any]) -> np.ndarray | None:
     node = p._node
     if node is None or not node.requires_grad:
         return None
-    grad = p.grad
+    grad = _engine._tensor_grad(node)       # p.grad, without the property's checks (p is a leaf)
     if grad is None:
         return None
     shape = p.data.shape

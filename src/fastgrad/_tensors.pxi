@@ -114,8 +114,9 @@ cdef int run_tensor_rule(i64 j, TensorRule rule, intp wk, bint keep_leaves, intp
     return 0
 
 
-def _tensor_backward(Var root, seed):
-    """Backpropagate the array ``seed`` from tensor node ``root``: tensor leaves' gradients accumulate."""
+def _tensor_backward(Var root, seed, bint owned=False):
+    """Backpropagate the array ``seed`` from tensor node ``root``: tensor leaves' gradients accumulate.
+    ``owned``: ``seed`` is a fresh float64 C array nothing else refers to (else it is copied)."""
     cdef i64 i = idx_of(root)
     cdef intp wk
     if i in _tensor_grads:                  # the root is a leaf
@@ -126,7 +127,8 @@ def _tensor_backward(Var root, seed):
         raise TypeError("_tensor_backward: the root is not a tensor node")
     wk = acquire_walk()
     try:
-        tensor_adj(wk)[i] = np.array(seed, dtype=np.float64, order="C")    # owned by the walk
+        # owned by the walk
+        tensor_adj(wk)[i] = seed if owned and FG_F64W(seed) else np.array(seed, dtype=np.float64, order="C")
         reverse_pass(i, 0.0, wk, True)      # clears the walk's array adjoints when it ends, raising or not
     finally:
         release_walk(wk)
@@ -160,6 +162,7 @@ cdef object _slow_unary = None
 cdef object _slow_matmul = None
 cdef object _slow_sum = None
 cdef object _np_matmul = np.matmul
+cdef object _np_add_reduce = np.add.reduce
 cdef object _F64 = np.dtype(np.float64)
 
 
@@ -250,11 +253,11 @@ cdef inline int is_tensor_op(i64 p) except -1:
 cdef object tensor_dest(i64 p, object like, dict adj, bint keep_leaves, int* kind):
     """A float64 C array of ``like``'s shape into which input ``p``'s gradient is to be added: its own buffer
     where it can take it in place (``kind`` DEST_LEAF or DEST_NODE), else zeroed scratch (see ``settle``)."""
-    if p in _tensor_grads:
+    old = _tensor_grads.get(p, _MISSING)
+    if old is not _MISSING:
         if not keep_leaves or A.aux[p] == FROZEN:
             kind[0] = DEST_DROP
             return zeros_as(like)
-        old = _tensor_grads[p]
         if FG_F64W(old) and same_shape(old, like):
             kind[0] = DEST_LEAF
             return old
@@ -309,9 +312,9 @@ cdef int deliver(i64 p, object g, bint owned, dict adj, intp wk, bint keep_leave
     cdef f64* d
     cdef f64* e
     cdef intp s
-    if p in _tensor_grads:                  # a tensor leaf
+    old = _tensor_grads.get(p, _MISSING)
+    if old is not _MISSING:                 # a tensor leaf
         if keep_leaves and A.aux[p] != FROZEN:
-            old = _tensor_grads[p]
             if FG_F64W(old) and FG_F64C(g) and same_shape(old, g):
                 d, e = fptr(old), fptr(g)
                 for s in range(fsize(old)):
@@ -439,16 +442,41 @@ cdef inline bint plain_number(object o) noexcept:
     return type(o) is float or type(o) is int
 
 
+cdef inline object constant_array(object o):
+    """A float64 C-contiguous ndarray operand as a constant: a copy (the rule must not see later writes into
+    the caller's array), or None for any other object."""
+    if cnp.PyArray_CheckExact(o) and FG_F64C(o):
+        return cnp.PyArray_NewCopy(<cnp.ndarray>o, cnp.NPY_CORDER)
+    return None
+
+
 def _tensor_binop(int code, int kright, f64 sign, int kleft, x, z):
     """``x OP z`` for the binary op ``code`` of the op table; ``kright`` (``kleft``) is the op with a
-    constant k that ``x OP number`` (``number OP x``) is, as ``sign * number`` (-1: none)."""
+    constant k that ``x OP number`` (``number OP x``) is, as ``sign * number`` (-1: none). A float64
+    ndarray operand is a constant (copied)."""
     cdef int mode
+    cdef bint tz
+    if type(x) is not _Tensor and type(z) is _Tensor and cnp.PyArray_CheckExact(x):
+        a = constant_array(x)           # ndarray OP Tensor
+        b = z.data
+        if a is not None and FG_F64C(b):
+            if same_shape(a, b):
+                mode = ELEM_SAME
+            elif row_of(b, a):
+                mode = ELEM_ROW_B
+            elif row_of(a, b):
+                mode = ELEM_ROW_A
+            else:
+                return _slow_binary(OP_NAMES[code], x, z)
+            return elem_rule(<u8>code, 0.0, mode, a, b, None, z._node)
+        return _slow_binary(OP_NAMES[code], x, z)
     if type(x) is _Tensor:
         a = x.data
         if FG_F64C(a):
-            if type(z) is _Tensor:
-                b = z.data
-                if FG_F64C(b):
+            tz = type(z) is _Tensor
+            if tz or cnp.PyArray_CheckExact(z):
+                b = z.data if tz else constant_array(z)
+                if b is not None and FG_F64C(b):
                     if same_shape(a, b):
                         mode = ELEM_SAME
                     elif row_of(b, a):
@@ -457,7 +485,7 @@ def _tensor_binop(int code, int kright, f64 sign, int kleft, x, z):
                         mode = ELEM_ROW_A
                     else:
                         return _slow_binary(OP_NAMES[code], x, z)
-                    return elem_rule(<u8>code, 0.0, mode, a, b, x._node, z._node)
+                    return elem_rule(<u8>code, 0.0, mode, a, b, x._node, z._node if tz else None)
             elif kright >= 0 and plain_number(z) and (type(z) is float or -2**53 <= z <= 2**53):
                 return elem_rule(<u8>kright, sign * <f64>z, ELEM_SAME, a, None, x._node, None)
     elif type(z) is _Tensor and kleft >= 0 and plain_number(x) and (type(x) is float or -2**53 <= x <= 2**53):
@@ -538,7 +566,7 @@ def _tensor_total(x, bint mean):
         a = x.data
         if FG_F64C(a) and fsize(a) > 0:
             n = fsize(a)
-            total = <f64>float(a.sum())
+            total = <f64>float(_np_add_reduce(a, None))     # a.sum() without its Python wrapper
             if mean:
                 total = total / <f64>n
             y = cnp.PyArray_ZEROS(0, NULL, cnp.NPY_DOUBLE, 0)
