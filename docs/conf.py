@@ -37,7 +37,8 @@ html_title = f"fastgrad {release}"
 
 # The pages in reading order; a page that does not exist yet (training.md is written later) is left out, so
 # the toctree never names a missing document.
-PAGES = ["tutorial", "training", "semantics", "engine", "scaling", "testing", "api/index", "changelog"]
+PAGES = ["tutorial", "training", "tensors", "semantics", "engine", "scaling", "testing", "api/index",
+         "changelog"]
 _here = os.path.dirname(os.path.abspath(__file__))
 
 
