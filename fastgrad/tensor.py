@@ -275,11 +275,11 @@ class Tensor:
 
     def maximum(self, other: Any) -> Tensor:
         """Elementwise larger of this tensor and ``other`` (see `fastgrad.tensor.maximum`)."""
-        return _binary("max", self, other)
+        return maximum(self, other)
 
     def minimum(self, other: Any) -> Tensor:
         """Elementwise smaller of this tensor and ``other`` (see `fastgrad.tensor.minimum`)."""
-        return _binary("min", self, other)
+        return minimum(self, other)
 
     def softmax(self, axis: int = -1) -> Tensor:
         """exp(x) / sum(exp(x)) along ``axis``, shifted by the max: no overflow (see `softmax`)."""
@@ -573,13 +573,13 @@ def maximum(a: Any, b: Any) -> Tensor:
     table's `max` row, so a tie splits the gradient evenly, as `fg.maximum` does for Vars. Returns a Tensor
     (float32 if every array operand is). ValueError when the shapes do not broadcast, TypeError for a
     non-real operand."""
-    return _binary("max", a, b)
+    return _engine._tensor_binop(_CODES["max"], -1, 1.0, -1, a, b)
 
 
 def minimum(a: Any, b: Any) -> Tensor:
     """Elementwise smaller of ``a`` and ``b``; a tie splits the gradient evenly. Operands, result and errors
     as `maximum`."""
-    return _binary("min", a, b)
+    return _engine._tensor_binop(_CODES["min"], -1, 1.0, -1, a, b)
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:

@@ -250,3 +250,39 @@ def test_an_ndarray_operand_is_a_copied_constant(op, shapes, array_first):
     ref_y, (ref_g,) = _grads(slow, data)
     assert np.array_equal(y.data, ref_y)
     np.testing.assert_allclose(ts.grad, ref_g, rtol=1e-13, atol=1e-13)
+
+
+def test_numpy_float_scalars_are_numbers_and_max_min_take_the_fast_path():
+    x = RNG.uniform(0.5, 2.0, size=(3, 4))
+    for k in (np.float64(2.5), 2.5):
+        fast_y, (fast_g,) = _grads(lambda t, k=k: (t * k) / k - k, x)
+        def general(t, k=float(k)):
+            return T._binary("sub", T._binary("div", T._binary("mul", t, k), k), k)
+        slow_y, (slow_g,) = _grads(general, x)
+        assert np.array_equal(fast_y, slow_y) and np.array_equal(fast_g, slow_g)
+    t = fg.Tensor(x, requires_grad=True)
+    for f in (fg.tensor.maximum, fg.tensor.minimum, fg.Tensor.maximum, fg.Tensor.minimum):
+        assert type(_engine._tensor_rule(f(t, t * 0.5)._node)) is _engine.ElemRule
+
+
+def test_which_path_builds_each_op():
+    """The fast paths are taken where they should be (the equality tests above would pass on the general
+    path too), and the general path where it must be."""
+    t = fg.Tensor(RNG.standard_normal((3, 4)), requires_grad=True)
+    w = fg.Tensor(RNG.standard_normal((2, 4)), requires_grad=True)
+    row = fg.Tensor(RNG.standard_normal(4), requires_grad=True)
+    fast = {"t * t": (t * t, _engine.ElemRule), "t + row": (t + row, _engine.ElemRule),
+            "row - t": (row - t, _engine.ElemRule), "2.0 ** t": (2.0 ** t, _engine.ElemRule),
+            "t * ndarray": (t * np.ones((3, 4)), _engine.ElemRule), "t.exp()": (t.exp(), _engine.ElemRule),
+            "t @ w.T": (t @ w.T, _engine.MatmulRule), "t.sum()": (t.sum(), _engine.TotalRule),
+            "t.mean()": (t.mean(), _engine.TotalRule),
+            "linear": (_engine._tensor_linear(t, w, row[:2] * 1.0), _engine.LinearRule)}
+    for name, (y, rule) in fast.items():
+        assert type(_engine._tensor_rule(y._node)) is rule, name
+    col = fg.Tensor(RNG.standard_normal((3, 1)), requires_grad=True)
+    t32 = fg.Tensor(RNG.standard_normal((3, 4)).astype(np.float32), requires_grad=True)
+    general = {"t * col": t * col, "t32 * t32": t32 * t32, "t.sum(axis=0)": t.sum(axis=0),
+               "t[0]": t[0], "t.T": t.T}
+    for name, y in general.items():
+        assert type(_engine._tensor_rule(y._node)) is _engine.TensorRule, name
+    assert _engine._tensor_rule(t._node) is None            # a leaf

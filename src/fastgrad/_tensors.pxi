@@ -76,6 +76,12 @@ cdef int accumulate_leaf(i64 p, g) except -1:
     return 0
 
 
+def _tensor_rule(Var v):
+    """The TensorRule of tensor op node ``v`` (None for any other node): which path built it."""
+    rule = _custom_fns.get(idx_of(v))
+    return rule if isinstance(rule, TensorRule) else None
+
+
 def _tensor_adjoints_held():
     """How many array adjoints the walk records hold (0 whenever no walk runs)."""
     return sum(len(d) for d in _walk_tensor_adj)
@@ -439,7 +445,8 @@ cdef int run_elem_rule(i64 j, ElemRule r, object g, dict adj, intp wk, bint keep
 
 
 cdef inline bint plain_number(object o) noexcept:
-    return type(o) is float or type(o) is int
+    """A Python float (or a float subclass such as NumPy's float64) or int: a constant operand."""
+    return PyFloat_Check(o) or type(o) is int
 
 
 cdef inline object constant_array(object o):
@@ -486,9 +493,9 @@ def _tensor_binop(int code, int kright, f64 sign, int kleft, x, z):
                     else:
                         return _slow_binary(OP_NAMES[code], x, z)
                     return elem_rule(<u8>code, 0.0, mode, a, b, x._node, z._node if tz else None)
-            elif kright >= 0 and plain_number(z) and (type(z) is float or -2**53 <= z <= 2**53):
+            elif kright >= 0 and plain_number(z) and (type(z) is not int or -2**53 <= z <= 2**53):
                 return elem_rule(<u8>kright, sign * <f64>z, ELEM_SAME, a, None, x._node, None)
-    elif type(z) is _Tensor and kleft >= 0 and plain_number(x) and (type(x) is float or -2**53 <= x <= 2**53):
+    elif type(z) is _Tensor and kleft >= 0 and plain_number(x) and (type(x) is not int or -2**53 <= x <= 2**53):
         b = z.data
         if FG_F64C(b):
             return elem_rule(<u8>kleft, <f64>x, ELEM_SAME, b, None, z._node, None)
