@@ -166,3 +166,55 @@ def test_one_row_and_float32_batches():
                                rtol=1e-6)
     y.sum().backward()
     np.testing.assert_allclose(layer.bias.grad, [4.0, 4.0])
+
+
+def test_nn_functional_losses_and_loss_modules_take_tensors():
+    from fastgrad import tensor_functional as tf
+    from fastgrad.nn import functional as F
+    logits = RNG.standard_normal((6, 4))
+    labels = RNG.integers(0, 4, size=6)
+    values, targets = RNG.standard_normal((6, 3)), RNG.standard_normal((6, 3))
+    bits = (RNG.random((6, 3)) > 0.5).astype(float)
+    cases = [
+        (lambda t: F.cross_entropy(t, labels, label_smoothing=0.1), lambda t: tf.cross_entropy(
+            t, labels, label_smoothing=0.1), logits),
+        (lambda t: nn.CrossEntropyLoss(reduction="sum")(t, labels),
+         lambda t: tf.cross_entropy(t, labels, reduction="sum"), logits),
+        (lambda t: F.mse_loss(t, targets), lambda t: tf.mse_loss(t, targets), values),
+        (lambda t: nn.MSELoss()(t, targets), lambda t: tf.mse_loss(t, targets), values),
+        (lambda t: nn.BCEWithLogitsLoss(pos_weight=2.0)(t, bits),
+         lambda t: tf.binary_cross_entropy_with_logits(t, bits, pos_weight=2.0), values),
+    ]
+    for via_nn, direct, data in cases:
+        a, b = fg.Tensor(data, requires_grad=True), fg.Tensor(data, requires_grad=True)
+        la, lb = via_nn(a), direct(b)
+        assert isinstance(la, fg.Tensor) and np.array_equal(la.data, lb.data)
+        la.backward()
+        lb.backward()
+        assert np.array_equal(a.grad, b.grad)
+    # the losses written for Vars say where Tensor losses are, instead of failing on the shapes
+    t = fg.Tensor(values, requires_grad=True)
+    for loss in (F.l1_loss, F.huber_loss, F.smooth_l1_loss, F.binary_cross_entropy):
+        with pytest.raises(TypeError, match="fastgrad.tensor_functional"):
+            loss(t, targets)
+    with pytest.raises(TypeError, match="fastgrad.tensor_functional"):
+        F.nll_loss(fg.Tensor(logits), labels)
+    with pytest.raises(TypeError, match="fastgrad.tensor_functional"):
+        nn.L1Loss()(t, targets)
+
+
+def test_dropout_on_a_tensor():
+    x = fg.Tensor(RNG.standard_normal((50, 40)), requires_grad=True)
+    drop = nn.Dropout(0.25, rng=5)
+    y = drop(x)
+    kept = y.data != 0
+    assert 0.7 < kept.mean() < 0.8                           # about 1 - p kept
+    np.testing.assert_allclose(y.data[kept], x.data[kept] / 0.75, rtol=1e-15)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, kept / 0.75, rtol=1e-15)
+    again = nn.Dropout(0.25, rng=5)(x)
+    assert np.array_equal(again.data, y.data)               # the same seed, the same mask
+    assert not np.array_equal(drop(x).data, y.data)         # the next call, a new mask
+    drop.eval()
+    assert drop(x) is x
+    assert np.all(nn.Dropout(1.0)(x).data == 0)

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import fastgrad
 from fastgrad.app import workloads
+from fastgrad.app.threads import one_blas_thread as _one_blas_thread
 from fastgrad.tracing import usable_cores
 from fastgrad.app.backends import (
     MOONS_WORKLOAD,
@@ -102,22 +103,6 @@ def _one_xla_thread() -> None:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_cpu_multi_thread_eigen" not in flags:
             os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
-
-
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """NumPy's BLAS on one thread inside the block (restored after), through threadpoolctl when it is
-    installed (scikit-learn depends on it); nothing otherwise.
-
-    NOTE: as torch's one intra-op thread: OpenBLAS's threads, on a shared or loaded machine, made the
-    hand-written NumPy digits epoch 80x slower (0.5 s instead of 7 ms, 2 busy cores)."""
-    if importlib.util.find_spec("threadpoolctl") is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):
-        yield
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import numpy as np
 import fastgrad as fg
 from fastgrad import nn, optim
 from fastgrad.app.demo import Progress
+from fastgrad.app.threads import one_blas_thread
 from fastgrad.data import load_digits
 from fastgrad.tensor_functional import cross_entropy
 
@@ -80,7 +81,8 @@ def run_digits(epochs: int = 20, batch_size: int = 64, hidden: Sequence[int] = (
     """The command: train, print the result; exit status 0, or 2 (with a message) without scikit-learn."""
     out = out if out is not None else sys.stdout
     try:
-        result = train_digits(epochs, batch_size, hidden, lr, seed, progress)
+        with one_blas_thread():     # small matrices: BLAS threads only cost (see fastgrad.app.threads)
+            result = train_digits(epochs, batch_size, hidden, lr, seed, progress)
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

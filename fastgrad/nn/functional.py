@@ -30,6 +30,7 @@ import numpy as np
 
 from fastgrad._engine import Var, dot, maximum, minimum
 from fastgrad._engine import sum as fsum
+from fastgrad import tensor_functional as _tf
 from fastgrad.tensor import Tensor
 
 __all__ = [
@@ -136,6 +137,8 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Loss:
     (numbers, Vars or a NumPy array). Raises ValueError for mismatched shapes, an empty input or a bad
     `reduction`, TypeError for elements that are not real numbers.
     """
+    if isinstance(input, Tensor):
+        return _tf.mse_loss(input, target, reduction)
     _check_reduction(reduction)
     xs, ts, shape = _elements(input, target, "mse_loss")
     diffs = [x - t for x, t in zip(xs, ts)]
@@ -253,6 +256,9 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None
     and `pos_weight` are None, one number, or numbers of the input's shape or of its last dimension
     (PyTorch's pos_weight is per class: the last dimension). Shapes and errors as `mse_loss`.
     """
+    if isinstance(input, Tensor):
+        return _tf.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction,
+                                                    pos_weight=pos_weight)
     _check_reduction(reduction)
     name = "binary_cross_entropy_with_logits"
     xs, ys, shape = _elements(input, target, name)
@@ -283,6 +289,9 @@ def cross_entropy(input: Any, target: Any, weight: Any = None, *, ignore_index: 
     a target outside [0, C) that is not `ignore_index`, ValueError for mismatched lengths, ragged rows, a
     `weight` of the wrong length, ε outside [0, 1] or a bad `reduction`.
     """
+    if isinstance(input, Tensor):
+        return _tf.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                                 label_smoothing=label_smoothing)
     _check_reduction(reduction)
     name = "cross_entropy"
     smoothing = _fraction(label_smoothing, name, "label_smoothing")
@@ -497,8 +506,20 @@ def _unflatten(flat: list[Any], shape: tuple[int, ...]) -> Any:
     return [_unflatten(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
+_TENSOR_LOSSES = ("on Tensors, fastgrad.tensor_functional has cross_entropy, mse_loss and "
+                  "binary_cross_entropy_with_logits (this module's versions of those three take Tensors "
+                  "too), and Tensor ops build the others, e.g. (x - y).abs().mean() for l1_loss")
+
+
+def _no_tensor(input: Any, target: Any, name: str) -> None:
+    """TypeError for a Tensor given to a loss that takes Vars only, saying where Tensor losses are."""
+    if isinstance(input, Tensor) or isinstance(target, Tensor):
+        raise TypeError(f"{name}: takes Vars (or lists of them); {_TENSOR_LOSSES}")
+
+
 def _elements(input: Any, target: Any, name: str) -> tuple[list[Var], list[Any], tuple[int, ...]]:
     """Input elements as Vars, target elements as Vars or numbers, and their common shape."""
+    _no_tensor(input, target, name)
     if type(input) is list and type(target) is list and input and len(input) == len(target):
         # NOTE: the common case at C speed (this runs on every loss call): flat lists of Vars and numbers
         input_kinds = set(map(type, input))
@@ -597,6 +618,7 @@ def _class_index(t: Any, name: str) -> int:
 def _class_rows(input: Any, target: Any, ignore_index: Any,
                 name: str) -> tuple[list[list[Any]], list[int], bool]:
     """(rows, int targets, batched?) for cross_entropy/nll_loss, with every target checked."""
+    _no_tensor(input, target, name)
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (numbers.Integral)):
         raise TypeError(f"{name}: ignore_index must be an int, got {_describe(ignore_index)}")
     if not _is_sequence(input) or not len(input):

@@ -806,8 +806,10 @@ class Dropout(Module):
     generator seeded by the operating system.
 
     Takes a Var, a real number, or a list or tuple (nested or not) of them; returns the same structure as
-    lists. Each output is `x * (1 / (1 - p))` or `x * 0.0`: a Var for a Var, whose gradient is that factor,
-    and a float for a number. Raises ValueError for `p` outside [0, 1] (PyTorch's message), TypeError for a
+    lists. Each output is `x * (1 / (1 - p))` or `x * 0.0`: a Var for a Var, whose gradient is that
+    factor, and a float for a number. A Tensor gets one mask, drawn by a NumPy generator seeded from the
+    module's generator (so the same seed gives the same masks), and returns `x * mask` as a Tensor.
+    Raises ValueError for `p` outside [0, 1] (PyTorch's message), TypeError for a
     `p` or `rng` of the wrong type and for an element that is not a Var or a real number.
     """
 
@@ -826,11 +828,15 @@ class Dropout(Module):
 
     def forward(self, x: Any) -> Any:
         """`x` with dropout applied (training mode, 0 < p), or `x` itself."""
-        _check_dropout_input(x)
+        if not isinstance(x, Tensor):
+            _check_dropout_input(x)
         p = self.p
         if not self.training or p == 0.0:
             return x
         scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
+        if isinstance(x, Tensor):   # one mask array, from a NumPy generator seeded by the module's own
+            mask = np.random.default_rng(self._rng.getrandbits(64)).random(x.shape) >= p
+            return x * (mask * scale)
         draw = self._rng.random
 
         def drop(v: Any) -> Any:
