@@ -8,13 +8,15 @@ import sys
 import tarfile
 
 # generated at build time by src/fastgrad/codegen.py from the op table, or compiled: never shipped
-GENERATED = {"src/fastgrad/_ops.pxd", "src/fastgrad/_var.pxi", "fastgrad/_engine.pyi"}
+GENERATED = {"src/fastgrad/_ops.pxd", "src/fastgrad/_var.pxi", "src/fastgrad/_tensor_ops.pxi",
+             "fastgrad/_engine.pyi"}
 FORBIDDEN_SUFFIXES = (".c", ".cpp", ".so", ".pyd", ".o", ".html", ".pyc")
 # what a from-scratch build and the tests need
 REQUIRED = [
     "pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CHANGELOG.md",
     "src/fastgrad/codegen.py", "src/fastgrad/_engine.pyx", "src/fastgrad/_engine.pxd",
     "src/fastgrad/_types.pxd", "src/fastgrad/_ops.pxd.in", "src/fastgrad/_var.pxi.in",
+    "src/fastgrad/_tensor_ops.pxi.in",
     "src/fastgrad/_engine.pyi.in", "src/fastgrad/_nn.pyx", "src/fastgrad/_optim.pyx",
     "src/fastgrad/_replay.pyx", "src/fastgrad/_replay_avx2.pyx",
     "fastgrad/__init__.py", "fastgrad/_optable.py", "fastgrad/py.typed",

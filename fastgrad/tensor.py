@@ -64,7 +64,7 @@ def _unbroadcast(g: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
     return g
 
 
-class Tensor:
+class Tensor(_engine.TensorBase):
     """An n-dimensional array of float64 or float32 that records operations for `backward()`.
 
     `Tensor(array_like, requires_grad=False)`: the data is copied. `.data` (ndarray), `.grad` (ndarray of
@@ -73,9 +73,10 @@ class Tensor:
     Raises TypeError for non-real data, and for integer/bool data with `requires_grad=True`.
     """
 
-    __slots__ = {"data": "The values (an ndarray, float64 or float32); optimizers update it in place.",
-                 "_node": "The engine node (a Var handle) while the tensor takes part in differentiation.",
-                 "__weakref__": None}
+    # NOTE: `data`, `_node`, the operators (+ - * / ** @, unary - and abs) and the elementwise methods of
+    # the op table (exp, log, tanh, relu, sigmoid, ...) come from the engine's TensorBase, where each calls
+    # the C fast path directly (src/fastgrad/_tensor_ops.pxi.in); everything else is here.
+    __slots__ = ()
     __array_ufunc__ = None    # NumPy defers to Tensor's reflected operators
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
@@ -237,18 +238,6 @@ class Tensor:
                 raise ValueError(f"backward(): gradient has shape {seed.shape}, the output {self.shape}")
         _engine._tensor_backward(self._node, seed, True)       # seed: a fresh array, handed over
 
-    # ---- operators (made from the op table's OPERATORS below: __add__, __radd__, ..., __rpow__) ----
-    def __neg__(self) -> Tensor:
-        return _unop(_CODES["neg"], self)
-
-    def __abs__(self) -> Tensor:
-        return _unop(_CODES["abs"], self)
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return _engine._tensor_matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return _engine._tensor_matmul(other, self)
 
     # ---- reductions and shape ----
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -384,9 +373,6 @@ def _result_dtype(*operands: Any) -> np.dtype:
     return np.dtype(np.float64)
 
 
-_unop = _engine._tensor_unop    # (code, x, k=0.0): the engine's fast path, falling back to _unary
-
-
 def _f64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
 
@@ -492,55 +478,9 @@ def _matmul(x: Any, z: Any) -> Tensor:
     return _make("matmul", out, [ox, oz], backward)
 
 
-def _unary_method(op: _optable.Op) -> Callable[..., Tensor]:
-    name, code = op.name, _CODES[op.name]
-    if op.param is not None:
-        pname, default = op.param
-
-        def method(self: Tensor, k: float = default) -> Tensor:
-            return _unop(code, self, float(k))
-    else:
-        def method(self: Tensor) -> Tensor:
-            return _unop(code, self)
-    method.__name__ = method.__qualname__ = op.method or name
-    method.__doc__ = f"Elementwise {op.doc or name} (the op table's `{name}`)."
-    return method
-
-
 # a Tensor is never a plain number to the scalar engine: `Var + Tensor` goes to Tensor.__radd__, and
 # fg.exp(tensor) is a TypeError instead of a float cut off from the graph
 _engine._not_a_number(Tensor)
-
-# every unary op of Var is a Tensor method (exp, log, tanh, relu, sigmoid, ...)
-for _op in _optable.OPS:
-    if _op.form == _optable.UNARY and _op.method and not _op.method.startswith("__"):
-        setattr(Tensor, _op.method, _unary_method(_op))
-
-
-def _operator_methods(opr: _optable.Operator) -> Tuple[Callable[..., Tensor], Callable[..., Tensor]]:
-    """`Tensor.__OP__` and `__rOP__` of one of the op table's operators: the engine's fast path for float64
-    operands, which falls back to `_binary` for the rest."""
-    code, kright, sign, kleft = (_CODES[opr.var_var], _CODES[opr.var_const], opr.const_sign,
-                                 _CODES[opr.const_var])
-    binop = _engine._tensor_binop
-
-    def method(self: Tensor, other: Any) -> Tensor:
-        return binop(code, kright, sign, kleft, self, other)
-
-    def reflected(self: Tensor, other: Any) -> Tensor:
-        return binop(code, kright, sign, kleft, other, self)
-    for f, dunder in ((method, f"__{opr.dunder}__"), (reflected, f"__r{opr.dunder}__")):
-        f.__name__ = dunder
-        f.__qualname__ = f"Tensor.{dunder}"
-    return method, reflected
-
-
-for _opr in _optable.OPERATORS:
-    _m, _r = _operator_methods(_opr)
-    setattr(Tensor, _m.__name__, _m)
-    setattr(Tensor, _r.__name__, _r)
-del _opr, _m, _r
-
 
 # ---- reductions that select: max, min ----
 

@@ -218,8 +218,8 @@ cdef inline object zeros_as(object a):
 
 
 cdef object new_tensor(object data, object node):
-    t = _Tensor.__new__(_Tensor)
-    t.data = data
+    cdef TensorBase t = TensorBase.__new__(_Tensor)
+    t._data = data
     t._node = node
     return t
 
@@ -461,11 +461,16 @@ def _tensor_binop(int code, int kright, f64 sign, int kleft, x, z):
     """``x OP z`` for the binary op ``code`` of the op table; ``kright`` (``kleft``) is the op with a
     constant k that ``x OP number`` (``number OP x``) is, as ``sign * number`` (-1: none). A float64
     ndarray operand is a constant (copied)."""
+    return tensor_binop(code, kright, sign, kleft, x, z)
+
+
+cdef object tensor_binop(int code, int kright, f64 sign, int kleft, object x, object z):
+    """``_tensor_binop`` (the Tensor operators call this directly)."""
     cdef int mode
     cdef bint tz
     if type(x) is not _Tensor and type(z) is _Tensor and cnp.PyArray_CheckExact(x):
         a = constant_array(x)           # ndarray OP Tensor
-        b = z.data
+        b = (<TensorBase>z)._data
         if a is not None and FG_F64C(b):
             if same_shape(a, b):
                 mode = ELEM_SAME
@@ -475,14 +480,14 @@ def _tensor_binop(int code, int kright, f64 sign, int kleft, x, z):
                 mode = ELEM_ROW_A
             else:
                 return _slow_binary(OP_NAMES[code], x, z)
-            return elem_rule(<u8>code, 0.0, mode, a, b, None, z._node)
+            return elem_rule(<u8>code, 0.0, mode, a, b, None, (<TensorBase>z)._node)
         return _slow_binary(OP_NAMES[code], x, z)
     if type(x) is _Tensor:
-        a = x.data
+        a = (<TensorBase>x)._data
         if FG_F64C(a):
             tz = type(z) is _Tensor
             if tz or cnp.PyArray_CheckExact(z):
-                b = z.data if tz else constant_array(z)
+                b = (<TensorBase>z)._data if tz else constant_array(z)
                 if b is not None and FG_F64C(b):
                     if same_shape(a, b):
                         mode = ELEM_SAME
@@ -492,22 +497,28 @@ def _tensor_binop(int code, int kright, f64 sign, int kleft, x, z):
                         mode = ELEM_ROW_A
                     else:
                         return _slow_binary(OP_NAMES[code], x, z)
-                    return elem_rule(<u8>code, 0.0, mode, a, b, x._node, z._node if tz else None)
+                    return elem_rule(<u8>code, 0.0, mode, a, b, (<TensorBase>x)._node,
+                                     (<TensorBase>z)._node if tz else None)
             elif kright >= 0 and plain_number(z) and (type(z) is not int or -2**53 <= z <= 2**53):
-                return elem_rule(<u8>kright, sign * <f64>z, ELEM_SAME, a, None, x._node, None)
+                return elem_rule(<u8>kright, sign * <f64>z, ELEM_SAME, a, None, (<TensorBase>x)._node, None)
     elif type(z) is _Tensor and kleft >= 0 and plain_number(x) and (type(x) is not int or -2**53 <= x <= 2**53):
-        b = z.data
+        b = (<TensorBase>z)._data
         if FG_F64C(b):
-            return elem_rule(<u8>kleft, <f64>x, ELEM_SAME, b, None, z._node, None)
+            return elem_rule(<u8>kleft, <f64>x, ELEM_SAME, b, None, (<TensorBase>z)._node, None)
     return _slow_binary(OP_NAMES[code], x, z)
 
 
 def _tensor_unop(int code, x, f64 k=0.0):
     """Op ``code`` of one operand (and its constant ``k``) on the Tensor ``x``."""
+    return tensor_unop(code, x, k)
+
+
+cdef object tensor_unop(int code, object x, f64 k):
+    """``_tensor_unop`` (the Tensor methods call this directly)."""
     if type(x) is _Tensor:
-        a = x.data
+        a = (<TensorBase>x)._data
         if FG_F64C(a):
-            return elem_rule(<u8>code, k, ELEM_SAME, a, None, x._node, None)
+            return elem_rule(<u8>code, k, ELEM_SAME, a, None, (<TensorBase>x)._node, None)
     return _slow_unary(OP_NAMES[code], x, k)
 
 
@@ -521,16 +532,21 @@ cdef class MatmulRule(TensorRule):
 
 def _tensor_matmul(x, z):
     """``x @ z``: two float64 Tensors of 2 dimensions take the fast path, anything else the general one."""
+    return tensor_matmul(x, z)
+
+
+cdef object tensor_matmul(object x, object z):
+    """``_tensor_matmul`` (the Tensor operator calls this directly)."""
     cdef MatmulRule rule
     if type(x) is _Tensor and type(z) is _Tensor:
-        a, b = x.data, z.data
+        a, b = (<TensorBase>x)._data, (<TensorBase>z)._data
         if (cnp.PyArray_Check(a) and cnp.PyArray_Check(b) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2
                 and cnp.PyArray_NDIM(<cnp.ndarray>b) == 2
                 and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE
                 and cnp.PyArray_TYPE(<cnp.ndarray>b) == cnp.NPY_DOUBLE
                 and cnp.PyArray_DIMS(<cnp.ndarray>a)[1] == cnp.PyArray_DIMS(<cnp.ndarray>b)[0]):
             y = _np_matmul(a, b)
-            na, nb = x._node, z._node
+            na, nb = (<TensorBase>x)._node, (<TensorBase>z)._node
             if (na is None and nb is None) or not grad_enabled():
                 return new_tensor(y, None)
             rule = <MatmulRule>MatmulRule.__new__(MatmulRule)
@@ -570,7 +586,7 @@ def _tensor_total(x, bint mean):
     cdef f64 total
     cdef TotalRule rule
     if type(x) is _Tensor:
-        a = x.data
+        a = (<TensorBase>x)._data
         if FG_F64C(a) and fsize(a) > 0:
             n = fsize(a)
             total = <f64>float(_np_add_reduce(a, None))     # a.sum() without its Python wrapper
@@ -578,7 +594,7 @@ def _tensor_total(x, bint mean):
                 total = total / <f64>n
             y = cnp.PyArray_ZEROS(0, NULL, cnp.NPY_DOUBLE, 0)
             fptr(y)[0] = total
-            na = x._node
+            na = (<TensorBase>x)._node
             if na is None or not grad_enabled():
                 return new_tensor(y, None)
             rule = TotalRule.__new__(TotalRule)
@@ -627,8 +643,8 @@ def _tensor_linear(x, w, b):
     cdef const f64* bp
     if type(x) is not _Tensor or type(w) is not _Tensor or (b is not None and type(b) is not _Tensor):
         return None
-    xa, wa = x.data, w.data
-    ba = b.data if b is not None else None
+    xa, wa = (<TensorBase>x)._data, (<TensorBase>w)._data
+    ba = (<TensorBase>b)._data if b is not None else None
     if not (f64_matrix(xa) and f64_matrix(wa)
             and cnp.PyArray_DIMS(<cnp.ndarray>xa)[1] == cnp.PyArray_DIMS(<cnp.ndarray>wa)[1]):
         return None
@@ -644,8 +660,8 @@ def _tensor_linear(x, w, b):
         for r in range(0, n, h):
             for s in range(h):
                 yp[r + s] += bp[s]
-    nx, nw = x._node, w._node
-    nb = b._node if b is not None else None
+    nx, nw = (<TensorBase>x)._node, (<TensorBase>w)._node
+    nb = (<TensorBase>b)._node if b is not None else None
     if (nx is None and nw is None and nb is None) or not grad_enabled():
         return new_tensor(y, None)
     rule = LinearRule.__new__(LinearRule)

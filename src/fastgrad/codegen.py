@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))               # the repository (or
 TEMPLATES: Tuple[Tuple[str, str], ...] = (
     ("src/fastgrad/_ops.pxd.in", "src/fastgrad/_ops.pxd"),
     ("src/fastgrad/_var.pxi.in", "src/fastgrad/_var.pxi"),
+    ("src/fastgrad/_tensor_ops.pxi.in", "src/fastgrad/_tensor_ops.pxi"),
     ("src/fastgrad/_engine.pyi.in", "fastgrad/_engine.pyi"),
 )
 
