@@ -540,6 +540,34 @@ def test_the_update_loops_refuse_indices_that_are_not_live_leaves():
         with pytest.raises(ValueError, match="not a live leaf"):
             _optim.sgd_step(bad, np.empty(0), 0.1, 0.0, 0.0, 0.0, False, False, False)
     _optim.zero_grad(param_index([v]))
+    for bad in (np.array([10 ** 12], dtype=np.int64), param_index([v]) + 1):
+        for f in (_optim.get_values, _optim.set_values, _optim.get_grads, _optim.set_grads):
+            with pytest.raises(ValueError, match="not a live leaf"):
+                f(bad, np.zeros(1))
+
+
+def test_parameters_in_and_out_as_one_array():
+    """The gather and scatter of data parallelism: values and gradients by node index, in one C loop."""
+    from fastgrad import _optim
+    from fastgrad._engine import param_index
+
+    params = [fastgrad.Var(float(k)) for k in range(5)]
+    index = param_index(params)
+    out = np.empty(5)
+    _optim.get_values(index, out)
+    assert out.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    _optim.set_values(index, np.array([5.0, 6.0, 7.0, 8.0, 9.0]))
+    assert [p.data for p in params] == [5.0, 6.0, 7.0, 8.0, 9.0]
+    params[2].requires_grad_(False)
+    _optim.set_grads(index, np.array([0.5, 1.5, 2.5, 3.5, 4.5]))
+    assert [p.grad for p in params] == [0.5, 1.5, 0.0, 3.5, 4.5]       # a frozen parameter takes none
+    _optim.get_grads(index, out)
+    assert out.tolist() == [0.5, 1.5, 0.0, 3.5, 4.5]
+    _optim.set_values(index, np.zeros(5))
+    assert params[2].data == 0.0                                         # loading sets frozen ones too
+    for f in (_optim.get_values, _optim.set_values, _optim.get_grads, _optim.set_grads):
+        with pytest.raises(ValueError, match="entries for 5 parameters"):
+            f(index, np.zeros(4))
 
 
 # ---- a zero gradient is a real gradient (the README's semantics; PyTorch's set_to_none=True differs) ----

@@ -25,7 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import ray
 
-from fastgrad._engine import Var
+from fastgrad import _optim
+from fastgrad._engine import Var, param_index
 from fastgrad.distributed.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fastgrad.distributed.workers import GradientWorkers, ModelSpec, build_model, check_batch, flat_parameters
 from fastgrad.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
@@ -67,6 +68,7 @@ class DataParallel:
                  keep_checkpoints: Optional[int] = 3, resume: Union[None, bool, str] = None):
         self.model = build_model(model)
         self.params = self.model.parameters()
+        self._index = param_index(self.params)      # the parameters' nodes: one C loop to gather or set them
         if not self.params:
             raise ValueError("the model has no parameters to train")
         self.optimizer = optimizer if isinstance(optimizer, Optimizer) else _built(optimizer, self.params,
@@ -124,7 +126,7 @@ class DataParallel:
         (then no step was taken)."""
         start = time.perf_counter()
         arrays = check_batch(batch)
-        flat = flat_parameters(self.params)
+        flat = flat_parameters(self.params, self._index)
         gathered = time.perf_counter()
         loss_sum, grad_sum = self.workers.gradient(flat, *arrays, step=self.step_count + 1)
         return self._apply(loss_sum, grad_sum, len(arrays[0]), start, gathered)
@@ -160,7 +162,7 @@ class DataParallel:
             if epoch != order_epoch:
                 order, order_epoch = _epoch_order(n, seed, epoch, shuffle), epoch
             start = time.perf_counter()
-            flat = flat_parameters(self.params)
+            flat = flat_parameters(self.params, self._index)
             gathered = time.perf_counter()
             rows = order[k * batch_size:(k + 1) * batch_size]
             loss_sum, grad_sum = self.workers.gradient_rows(flat, rows, refs, step=self.step_count + 1)
@@ -176,9 +178,7 @@ class DataParallel:
         """Mean gradient into p.grad, one optimizer step, scheduler, checkpoint; returns the mean loss."""
         applying = time.perf_counter()
         loss = loss_sum / n
-        for p, g in zip(self.params, (grad_sum / n).tolist()):
-            if p.requires_grad:
-                p.grad = g
+        _optim.set_grads(self._index, grad_sum / n)        # frozen parameters take none
         self.optimizer.step()
         self._epoch_losses.append(loss)
         if self.scheduler is not None and self.scheduler_interval == "step":

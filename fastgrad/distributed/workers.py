@@ -71,9 +71,14 @@ def build_model(model: ModelSpec) -> Module:
                     f"got {type(model).__name__}")
 
 
-def flat_parameters(params: Sequence[Var]) -> np.ndarray:
-    """The parameters' values as one float64 array (the order of ``params``)."""
-    return np.fromiter((p.data for p in params), dtype=np.float64, count=len(params))
+def flat_parameters(params: Sequence[Var], index: Optional[np.ndarray] = None) -> np.ndarray:
+    """The parameters' values as one float64 array (the order of ``params``); ``index``, their
+    ``param_index`` if the caller keeps one, makes it one C loop."""
+    if index is None:
+        index = param_index(params)
+    out = np.empty(len(index))
+    _optim.get_values(index, out)
+    return out
 
 
 class _Replica:
@@ -101,8 +106,7 @@ class _Replica:
         start = time.perf_counter()
         if len(flat) != len(self.params):
             raise ValueError(f"got {len(flat)} parameter values for a model of {len(self.params)} parameters")
-        for p, v in zip(self.params, flat.tolist()):
-            p.data = v
+        _optim.set_values(self.index, np.ascontiguousarray(flat, dtype=np.float64))
         _optim.zero_grad(self.index)
         total = None
         if self.batched is not None:
@@ -115,7 +119,8 @@ class _Replica:
                 _optim.zero_grad(self.index)
         if total is None:
             total = self._eager(arrays)
-        grad = np.fromiter((p.grad for p in self.params), dtype=np.float64, count=len(self.params))
+        grad = np.empty(len(self.index))
+        _optim.get_grads(self.index, grad)
         return total, grad, time.perf_counter() - start
 
     def gradient_rows(self, flat: np.ndarray, rows: np.ndarray, *data: np.ndarray

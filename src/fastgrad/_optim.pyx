@@ -35,7 +35,7 @@ cdef int check_index(const i64[::1] index) except -1:
     return 0
 
 
-cdef int check_state(const i64[::1] index, f64[::1] state, bint used, str name) except -1:
+cdef int check_state(const i64[::1] index, const f64[::1] state, bint used, str name) except -1:
     """A state array used by this update must have one entry per parameter."""
     if used and state.shape[0] != index.shape[0]:
         raise ValueError(f"{name} has {state.shape[0]} entries for {index.shape[0]} parameters")
@@ -66,6 +66,50 @@ def zero_grad(const i64[::1] index not None):
     cdef intp i
     for i in range(index.shape[0]):
         grad[index[i]] = 0.0
+
+
+# ---- moving a model's parameters in and out as one flat array (data parallelism) ----
+
+def get_values(const i64[::1] index not None, f64[::1] out not None):
+    """out[i] = the value of parameter index[i]: a model's parameters as one array, in one C loop."""
+    check_index(index)
+    check_state(index, out, True, "out")
+    cdef const f64* value = value_ptr()
+    cdef intp i
+    for i in range(index.shape[0]):
+        out[i] = value[index[i]]
+
+
+def set_values(const i64[::1] index not None, const f64[::1] values not None):
+    """The value of parameter index[i] = values[i], frozen or not (loading parameters, as ``.data =``)."""
+    check_index(index)
+    check_state(index, values, True, "values")
+    cdef f64* value = value_ptr()
+    cdef intp i
+    for i in range(index.shape[0]):
+        value[index[i]] = values[i]
+
+
+def get_grads(const i64[::1] index not None, f64[::1] out not None):
+    """out[i] = the gradient of parameter index[i]."""
+    check_index(index)
+    check_state(index, out, True, "out")
+    cdef const f64* grad = grad_ptr()
+    cdef intp i
+    for i in range(index.shape[0]):
+        out[i] = grad[index[i]]
+
+
+def set_grads(const i64[::1] index not None, const f64[::1] grads not None):
+    """The gradient of parameter index[i] = grads[i], except frozen parameters' (they take no gradient)."""
+    check_index(index)
+    check_state(index, grads, True, "grads")
+    cdef f64* grad = grad_ptr()
+    cdef const f64* aux = arena().aux
+    cdef intp i
+    for i in range(index.shape[0]):
+        if aux[index[i]] != FROZEN:
+            grad[index[i]] = grads[i]
 
 
 # ---- SGD ----
