@@ -535,3 +535,41 @@ def test_the_var_path_is_untouched_by_tensors_in_other_groups():
         opt.step()
     assert opt._vars[0] is None and opt._tensor_at == [(), (0,)]     # the first group stays all-Var
     np.testing.assert_array_equal(t.data, [v.data for v in vs])
+
+
+def test_the_array_updates_take_float64_c_arrays_only_and_check_sizes():
+    """_optim's array entry points: any shape of float64 C-contiguous arrays; anything else returns False
+    (the optimizer then takes its NumPy path); mismatched sizes are a ValueError."""
+    from fastgrad import _optim
+    p, g = np.ones((3, 4)), np.full((3, 4), 0.5)
+    assert _optim.sgd_array(p, g, None, 0.1, 0.0, 0.0, 0.0, False, False, True) is True
+    np.testing.assert_array_equal(p, np.full((3, 4), 1.0 + -0.1 * 0.5))
+    for bad in (p.astype(np.float32), np.asfortranarray(np.ones((3, 4))), np.ones((4, 6))[:, ::2]):
+        before = bad.copy()
+        assert _optim.sgd_array(bad, g, None, 0.1, 0.0, 0.0, 0.0, False, False, True) is False
+        np.testing.assert_array_equal(bad, before)
+    ro = np.ones((3, 4))
+    ro.setflags(write=False)
+    assert _optim.sgd_array(ro, g, None, 0.1, 0.0, 0.0, 0.0, False, False, True) is False
+    with pytest.raises(ValueError, match="grad has 6 entries for 12 parameters"):
+        _optim.sgd_array(p, np.ones(6), None, 0.1, 0.0, 0.0, 0.0, False, False, True)
+    m, v = np.zeros((3, 4)), np.zeros((3, 4))
+    with pytest.raises(ValueError, match="exp_avg_sq has 3 entries"):
+        _optim.adam_array(p, g, m, np.zeros(3), None, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-2, 0.03, False, False)
+    assert _optim.adam_array(p, g, m, v, None, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-2, 0.03, False, False) is True
+    np.testing.assert_allclose(m, (1.0 - 0.9) * 0.5, rtol=0, atol=0)    # lerp(0, g, 1 - beta1)
+
+
+def test_zero_grad_fills_tensor_gradients_in_place():
+    from fastgrad import _engine
+    a = fg.Tensor(np.ones((2, 3)), requires_grad=True)
+    b = fg.Tensor(np.ones(4, dtype=np.float32), requires_grad=True)
+    c = fg.Tensor(np.ones(2), requires_grad=True)          # no backward reaches it: no gradient
+    ((a * 3.0).sum() + (b * 2.0).sum()).backward()
+    ga, gb = a.grad, b.grad
+    opt = fg.optim.SGD([a, b, c], lr=0.1)
+    opt.zero_grad()
+    assert a.grad is ga and b.grad is gb and c.grad is None
+    assert np.all(ga == 0) and np.all(gb == 0) and gb.dtype == np.float32
+    with pytest.raises(TypeError, match="takes Tensors"):
+        _engine._tensor_zero_grads([a, fg.Var(1.0)])

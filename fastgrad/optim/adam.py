@@ -71,14 +71,10 @@ class Adam(Optimizer):
         bias_correction2 = 1 - beta2 ** step
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2 ** 0.5
-        if param.dtype == np.float64 and all(_flat_ok(a) for a in (param, grad, exp_avg, exp_avg_sq)) and (
-                max_exp_avg_sq is None or _flat_ok(max_exp_avg_sq)):
-            # float64 C-contiguous arrays: the Var loop's own C code, one pass over the elements
-            vmax = None if max_exp_avg_sq is None else max_exp_avg_sq.reshape(-1)
-            _optim.adam_array(param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1),
-                              exp_avg_sq.reshape(-1), vmax, lr, beta1, beta2, group["eps"], weight_decay,
-                              step_size, bias_correction2_sqrt, group["decoupled_weight_decay"],
-                              group["maximize"])
+        # float64 C-contiguous arrays: the Var loop's own C code over the elements, one pass
+        if _optim.adam_array(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, group["eps"],
+                             weight_decay, step_size, bias_correction2_sqrt, group["decoupled_weight_decay"],
+                             group["maximize"]):
             return
         g = np.negative(grad) if group["maximize"] else grad
         if weight_decay != 0:
@@ -101,11 +97,6 @@ class Adam(Optimizer):
         update = exp_avg * f(-step_size)
         update /= denom
         param += update
-
-
-def _flat_ok(a: np.ndarray) -> bool:
-    """Can the C update take this array as a flat view (float64, C-contiguous, writeable where written)?"""
-    return a.dtype == np.float64 and a.flags.c_contiguous
 
 
 class AdamW(Adam):

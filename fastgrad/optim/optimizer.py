@@ -215,11 +215,7 @@ class Optimizer:
             _optim.zero_grad(index)
             if self._tensor_at[g]:
                 params = self.param_groups[g]["params"]
-                for k in self._tensor_at[g]:
-                    node = params[k]._node
-                    grad = None if node is None else _engine._tensor_grad(node)
-                    if grad is not None:
-                        grad.fill(0.0)
+                _engine._tensor_zero_grads([params[k] for k in self._tensor_at[g]])     # one C loop
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter from its `.grad` (Tensors whose grad is None are skipped); with a closure,

@@ -49,19 +49,16 @@ class SGD(Optimizer):
     def _update_tensor(self, group: dict[str, Any], param: np.ndarray, grad: np.ndarray,
                        state: dict[str, Any]) -> None:
         momentum = group["momentum"]
-        if param.dtype == np.float64 and param.flags.c_contiguous and grad.dtype == np.float64 \
-                and grad.flags.c_contiguous:
-            # the Var loop's own C code over the elements, one pass
-            buf = state.get("momentum_buffer")
-            init = buf is None
-            if momentum != 0 and buf is None:
-                buf = state["momentum_buffer"] = np.empty_like(param)
-            if buf is None or (buf.dtype == np.float64 and buf.flags.c_contiguous):
-                flat_buf = None if buf is None else buf.reshape(-1)
-                _optim.sgd_array(param.reshape(-1), grad.reshape(-1), flat_buf, group["lr"], momentum,
-                                 group["dampening"], group["weight_decay"], group["nesterov"],
-                                 group["maximize"], init)
-                return
+        # float64 C-contiguous arrays: the Var loop's own C code over the elements, one pass
+        buf = state.get("momentum_buffer")
+        init = buf is None
+        if momentum != 0 and buf is None and param.dtype == np.float64:
+            buf = np.empty_like(param)
+        if _optim.sgd_array(param, grad, buf, group["lr"], momentum, group["dampening"],
+                            group["weight_decay"], group["nesterov"], group["maximize"], init):
+            if buf is not None:
+                state["momentum_buffer"] = buf
+            return
         # NOTE: sgd_loop's operations in its order, on arrays (torch's _single_tensor_sgd)
         f = param.dtype.type
         g = coupled_grad(grad, param, group["weight_decay"], group["maximize"])

@@ -19,8 +19,12 @@ microseconds; there is nothing to gain from ``nogil`` here.)
 """
 from libc.math cimport sqrt
 
+cimport numpy as cnp
+
 from fastgrad._engine cimport FROZEN, arena, grad_ptr, live_leaf, value_ptr
 from fastgrad._types cimport f64, i64, intp
+
+cnp.import_array()
 
 
 # ---- checks shared by the entry points ----
@@ -155,20 +159,49 @@ cdef inline f64 sgd_one(f64 p, f64 grad, f64* buf, f64 lr, f64 momentum, f64 dam
     return p + -lr * g
 
 
-def sgd_array(f64[::1] param not None, const f64[::1] grad not None, f64[::1] momentum_buffer, f64 lr,
-              f64 momentum, f64 dampening, f64 weight_decay, bint nesterov, bint maximize, bint init_buffer):
-    """``sgd_step``'s update on the elements of a float64 Tensor (flat C-contiguous views of its data, its
-    gradient and, with momentum, its buffer; None without): the same operations per element, so a Tensor
-    moves exactly as Vars of the same numbers do. ValueError for arrays of different lengths."""
-    cdef intp n = param.shape[0], i
-    if grad.shape[0] != n:
-        raise ValueError(f"grad has {grad.shape[0]} entries for {n} parameters")
-    if momentum != 0.0 and (momentum_buffer is None or momentum_buffer.shape[0] != n):
-        raise ValueError(f"momentum needs a momentum_buffer of {n} entries")
-    cdef f64* buf = &momentum_buffer[0] if momentum != 0.0 and n else NULL
+# ---- the same updates over a float64 Tensor's elements (its data, gradient and state arrays) ----
+
+cdef inline bint f64_array(object a, bint writeable) noexcept:
+    """Is ``a`` a float64, C-contiguous, aligned, native (and, if asked, writeable) ndarray of any shape?"""
+    if not cnp.PyArray_Check(a):
+        return False
+    return (cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)
+            and (not writeable or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)))
+
+
+cdef f64 _NO_ELEMENTS = 0.0
+
+
+cdef f64* elements(object a, intp n, str name) except NULL:
+    """The data of array ``a`` (already checked by f64_array); ValueError unless it has ``n`` elements."""
+    cdef intp size = <intp>cnp.PyArray_SIZE(<cnp.ndarray>a)
+    if size != n:
+        raise ValueError(f"{name} has {size} entries for {n} parameters")
+    cdef f64* data = <f64*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    if data == NULL:        # a zero-size array may have none: any non-NULL pointer serves, nothing is read
+        return &_NO_ELEMENTS
+    return data
+
+
+def sgd_array(param, grad, momentum_buffer, f64 lr, f64 momentum, f64 dampening, f64 weight_decay,
+              bint nesterov, bint maximize, bint init_buffer):
+    """``sgd_step``'s update on the elements of a float64 Tensor: its data ``param``, gradient ``grad`` and,
+    with momentum, its buffer (None without), arrays of any shape: the same operations per element, so a
+    Tensor moves exactly as Vars of the same numbers do. Returns False, having done nothing, unless every
+    array is float64 and C-contiguous (and the written ones writeable): the caller then takes NumPy's path.
+    ValueError for arrays of different sizes."""
+    if not (f64_array(param, True) and f64_array(grad, False)
+            and (momentum == 0.0 or f64_array(momentum_buffer, True))):
+        return False
+    cdef intp n = <intp>cnp.PyArray_SIZE(<cnp.ndarray>param), i
+    cdef f64* p = elements(param, n, "param")
+    cdef const f64* g = elements(grad, n, "grad")
+    cdef f64* buf = elements(momentum_buffer, n, "momentum_buffer") if momentum != 0.0 else NULL
     for i in range(n):
-        param[i] = sgd_one(param[i], grad[i], buf + i if buf != NULL else NULL, lr, momentum, dampening,
-                           weight_decay, nesterov, maximize, init_buffer)
+        p[i] = sgd_one(p[i], g[i], buf + i if buf != NULL else NULL, lr, momentum, dampening, weight_decay,
+                       nesterov, maximize, init_buffer)
+    return True
 
 
 # ---- Adagrad ----
@@ -326,27 +359,28 @@ cdef void adam_plain(f64* param, const f64* grad, f64* exp_avg, f64* exp_avg_sq,
         param[i] = param[i] + -step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)
 
 
-def adam_array(f64[::1] param not None, const f64[::1] grad not None, f64[::1] exp_avg not None,
-               f64[::1] exp_avg_sq not None, f64[::1] max_exp_avg_sq, f64 lr, f64 beta1, f64 beta2, f64 eps,
+def adam_array(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, f64 lr, f64 beta1, f64 beta2, f64 eps,
                f64 weight_decay, f64 step_size, f64 bias_correction2_sqrt, bint decoupled_weight_decay,
                bint maximize):
-    """``adam_step``'s update on the elements of a float64 Tensor (flat C-contiguous views of its data,
-    gradient and state; ``max_exp_avg_sq`` None without amsgrad): the same operations per element, so a
-    Tensor moves exactly as Vars of the same numbers do. ValueError for arrays of different lengths."""
-    cdef intp n = param.shape[0], i
-    for arr, name in ((grad, "grad"), (exp_avg, "exp_avg"), (exp_avg_sq, "exp_avg_sq")):
-        if arr.shape[0] != n:
-            raise ValueError(f"{name} has {arr.shape[0]} entries for {n} parameters")
-    if max_exp_avg_sq is not None and max_exp_avg_sq.shape[0] != n:
-        raise ValueError(f"max_exp_avg_sq has {max_exp_avg_sq.shape[0]} entries for {n} parameters")
-    cdef f64* vmax = &max_exp_avg_sq[0] if max_exp_avg_sq is not None and n else NULL
+    """``adam_step``'s update on the elements of a float64 Tensor: its data, gradient and state arrays (any
+    shape; ``max_exp_avg_sq`` None without amsgrad): the same operations per element, so a Tensor moves
+    exactly as Vars of the same numbers do. Returns False, having done nothing, unless every array is
+    float64 and C-contiguous (the written ones writeable). ValueError for arrays of different sizes."""
+    if not (f64_array(param, True) and f64_array(grad, False) and f64_array(exp_avg, True)
+            and f64_array(exp_avg_sq, True) and (max_exp_avg_sq is None or f64_array(max_exp_avg_sq, True))):
+        return False
+    cdef intp n = <intp>cnp.PyArray_SIZE(<cnp.ndarray>param), i
+    cdef f64* p = elements(param, n, "param")
+    cdef const f64* g = elements(grad, n, "grad")
+    cdef f64* m = elements(exp_avg, n, "exp_avg")
+    cdef f64* v = elements(exp_avg_sq, n, "exp_avg_sq")
+    cdef f64* vmax = elements(max_exp_avg_sq, n, "max_exp_avg_sq") if max_exp_avg_sq is not None else NULL
     cdef f64 w1 = 1.0 - beta1
-    if n and vmax == NULL and weight_decay == 0.0 and not maximize and -0.5 < w1 < 0.5:
+    if vmax == NULL and weight_decay == 0.0 and not maximize and -0.5 < w1 < 0.5:
         # the common case, with the branches of adam_one decided once: a loop the compiler vectorizes
-        adam_plain(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], n, w1, beta2, eps, step_size,
-                   bias_correction2_sqrt)
-        return
+        adam_plain(p, g, m, v, n, w1, beta2, eps, step_size, bias_correction2_sqrt)
+        return True
     for i in range(n):
-        param[i] = adam_one(param[i], grad[i], &exp_avg[i], &exp_avg_sq[i], vmax + i if vmax != NULL else NULL,
-                            lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
-                            decoupled_weight_decay, maximize)
+        p[i] = adam_one(p[i], g[i], m + i, v + i, vmax + i if vmax != NULL else NULL, lr, beta1, beta2, eps,
+                        weight_decay, step_size, bias_correction2_sqrt, decoupled_weight_decay, maximize)
+    return True

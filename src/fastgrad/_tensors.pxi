@@ -82,6 +82,26 @@ def _tensor_rule(Var v):
     return rule if isinstance(rule, TensorRule) else None
 
 
+def _tensor_zero_grads(tensors):
+    """Fill the gradient of each Tensor leaf in ``tensors`` with zeros, in place (one without a gradient
+    yet keeps none): ``optimizer.zero_grad()``'s loop. TypeError for an item that is not a Tensor."""
+    cdef f64* d
+    for t in tensors:
+        if not isinstance(t, TensorBase):
+            raise TypeError(f"_tensor_zero_grads takes Tensors, got {type(t).__name__}")
+        node = (<TensorBase>t)._node
+        if node is None:
+            continue
+        g = _tensor_grads.get(idx_of(<Var>node))
+        if g is None or not cnp.PyArray_Check(g):      # not a leaf, or no gradient yet (its dtype)
+            continue
+        if FG_F64W(g):
+            if fsize(g):
+                memset(fptr(g), 0, <size_t>fsize(g) * sizeof(f64))
+        else:
+            g.fill(0.0)
+
+
 def _tensor_adjoints_held():
     """How many array adjoints the walk records hold (0 whenever no walk runs)."""
     return sum(len(d) for d in _walk_tensor_adj)
