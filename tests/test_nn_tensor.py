@@ -218,3 +218,15 @@ def test_dropout_on_a_tensor():
     drop.eval()
     assert drop(x) is x
     assert np.all(nn.Dropout(1.0)(x).data == 0)
+
+
+@pytest.mark.parametrize("n_in, n_out, rows", [(3, 0, 2), (0, 2, 3), (3, 2, 0)])
+def test_empty_layers_and_batches(n_in, n_out, rows):
+    layer = nn.Linear(n_in, n_out, tensor=True)
+    x = fg.Tensor(np.ones((rows, n_in)), requires_grad=True)
+    y = layer(x)
+    assert y.shape == (rows, n_out)
+    y.backward(np.ones((rows, n_out)))
+    assert x.grad.shape == (rows, n_in) and np.all(x.grad == 0)
+    assert layer.weight.grad.shape == (n_out, n_in) and np.all(layer.weight.grad == 0)
+    assert layer.bias.grad.shape == (n_out,) and np.all(layer.bias.grad == rows)

@@ -716,8 +716,9 @@ cdef int run_linear_rule(i64 j, LinearRule r, object g, dict adj, intp wk, bint 
         db = tensor_dest(pb, r.b, adj, keep_leaves, &kind)
         d, e = fptr(db), fptr(g)
         n, h = fsize(g), fsize(db)
-        for row in range(0, n, h):          # column sums of g, row after row
-            for s in range(h):
-                d[s] += e[row + s]
+        if h > 0:                           # (a layer of no outputs has no bias gradient to sum)
+            for row in range(0, n, h):      # column sums of g, row after row
+                for s in range(h):
+                    d[s] += e[row + s]
         settle(pb, kind, db, adj, wk, keep_leaves, pending)
     return 0
