@@ -85,7 +85,6 @@ def _tensor_rule(Var v):
 def _tensor_zero_grads(tensors):
     """Fill the gradient of each Tensor leaf in ``tensors`` with zeros, in place (one without a gradient
     yet keeps none): ``optimizer.zero_grad()``'s loop. TypeError for an item that is not a Tensor."""
-    cdef f64* d
     for t in tensors:
         if not isinstance(t, TensorBase):
             raise TypeError(f"_tensor_zero_grads takes Tensors, got {type(t).__name__}")
@@ -262,6 +261,24 @@ cdef object tensor_op(object data, object na, object nb, TensorRule rule, object
     return new_tensor(data, v)
 
 
+cdef inline int slot(object node, int* count) noexcept:
+    """The position ``node`` takes among an op's node inputs as ``tensor_op`` packs them (the inputs that are
+    not None, in order), or -1 for a constant; ``count`` counts the positions taken so far."""
+    if node is None:
+        return -1
+    count[0] += 1
+    return count[0] - 1
+
+
+cdef inline void add_into(object dst, object src) noexcept:
+    """dst += src, elementwise, for float64 C arrays of one size (checked by the caller)."""
+    cdef f64* d = fptr(dst)
+    cdef const f64* e = fptr(src)
+    cdef intp s
+    for s in range(fsize(dst)):
+        d[s] += e[s]
+
+
 # how an input's gradient reaches it (tensor_dest, then settle)
 cdef enum:
     DEST_DROP = 0       # nowhere (a constant, a frozen leaf, or a leaf outside backward())
@@ -335,30 +352,22 @@ cdef int deliver(i64 p, object g, bint owned, dict adj, intp wk, bint keep_leave
     """Add the gradient array ``g`` into input ``p``: a tensor leaf's ``.grad``, a tensor node's adjoint, or
     (summed) a scalar node's. ``owned``: nothing else refers to ``g``, so it may be kept as it is."""
     cdef Walk* w
-    cdef f64* d
-    cdef f64* e
-    cdef intp s
     old = _tensor_grads.get(p, _MISSING)
     if old is not _MISSING:                 # a tensor leaf
         if keep_leaves and A.aux[p] != FROZEN:
             if FG_F64W(old) and FG_F64C(g) and same_shape(old, g):
-                d, e = fptr(old), fptr(g)
-                for s in range(fsize(old)):
-                    d[s] += e[s]
+                add_into(old, g)
             elif owned and old is _F64 and FG_F64W(g):
                 _tensor_grads[p] = g
             else:
                 accumulate_leaf(p, g)
         return 0
-    w = &A.walk[wk]
     if is_tensor_op(p):
         old = adj.get(p)
         if old is None:
             adj[p] = g if owned else np.array(g, order="C")
         elif FG_F64W(old) and FG_F64C(g) and same_shape(old, g):
-            d, e = fptr(old), fptr(g)
-            for s in range(fsize(old)):
-                d[s] += e[s]
+            add_into(old, g)
         else:
             adj[p] = old + g
         w = &A.walk[wk]
@@ -421,10 +430,11 @@ cdef object elem_rule(u8 code, f64 k, int mode, object a, object b, object na, o
     if (na is None and nb is None) or not grad_enabled():
         return new_tensor(y, None)
     cdef ElemRule rule = ElemRule.__new__(ElemRule)
+    cdef int count = 0
     rule.name = OP_NAMES[code]
     rule.code, rule.k, rule.mode, rule.a, rule.b, rule.y = code, k, mode, a, b, y
-    rule.ia = 0 if na is not None else -1
-    rule.ib = -1 if nb is None else (1 if na is not None else 0)
+    rule.ia = slot(na, &count)
+    rule.ib = slot(nb, &count)
     return tensor_op(y, na, nb, rule)
 
 
@@ -464,6 +474,18 @@ cdef int run_elem_rule(i64 j, ElemRule r, object g, dict adj, intp wk, bint keep
     return 0
 
 
+cdef inline int elem_mode(object a, object b) noexcept:
+    """How float64 arrays ``a`` and ``b`` meet elementwise on the fast path: ELEM_SAME, ELEM_ROW_B,
+    ELEM_ROW_A, or -1 (another broadcast, or none: the general path decides)."""
+    if same_shape(a, b):
+        return ELEM_SAME
+    if row_of(b, a):
+        return ELEM_ROW_B
+    if row_of(a, b):
+        return ELEM_ROW_A
+    return -1
+
+
 cdef inline bint plain_number(object o) noexcept:
     """A Python float (or a float subclass such as NumPy's float64) or int: a constant operand."""
     return PyFloat_Check(o) or type(o) is int
@@ -492,15 +514,9 @@ cdef object tensor_binop(int code, int kright, f64 sign, int kleft, object x, ob
         a = constant_array(x)           # ndarray OP Tensor
         b = (<TensorBase>z)._data
         if a is not None and FG_F64C(b):
-            if same_shape(a, b):
-                mode = ELEM_SAME
-            elif row_of(b, a):
-                mode = ELEM_ROW_B
-            elif row_of(a, b):
-                mode = ELEM_ROW_A
-            else:
-                return _slow_binary(OP_NAMES[code], x, z)
-            return elem_rule(<u8>code, 0.0, mode, a, b, None, (<TensorBase>z)._node)
+            mode = elem_mode(a, b)
+            if mode >= 0:
+                return elem_rule(<u8>code, 0.0, mode, a, b, None, (<TensorBase>z)._node)
         return _slow_binary(OP_NAMES[code], x, z)
     if type(x) is _Tensor:
         a = (<TensorBase>x)._data
@@ -509,16 +525,10 @@ cdef object tensor_binop(int code, int kright, f64 sign, int kleft, object x, ob
             if tz or cnp.PyArray_CheckExact(z):
                 b = (<TensorBase>z)._data if tz else constant_array(z)
                 if b is not None and FG_F64C(b):
-                    if same_shape(a, b):
-                        mode = ELEM_SAME
-                    elif row_of(b, a):
-                        mode = ELEM_ROW_B
-                    elif row_of(a, b):
-                        mode = ELEM_ROW_A
-                    else:
-                        return _slow_binary(OP_NAMES[code], x, z)
-                    return elem_rule(<u8>code, 0.0, mode, a, b, (<TensorBase>x)._node,
-                                     (<TensorBase>z)._node if tz else None)
+                    mode = elem_mode(a, b)
+                    if mode >= 0:
+                        return elem_rule(<u8>code, 0.0, mode, a, b, (<TensorBase>x)._node,
+                                         (<TensorBase>z)._node if tz else None)
             elif kright >= 0 and plain_number(z) and (type(z) is not int or -2**53 <= z <= 2**53):
                 return elem_rule(<u8>kright, sign * <f64>z, ELEM_SAME, a, None, (<TensorBase>x)._node, None)
     elif type(z) is _Tensor and kleft >= 0 and plain_number(x) and (type(x) is not int or -2**53 <= x <= 2**53):
@@ -558,12 +568,10 @@ def _tensor_matmul(x, z):
 cdef object tensor_matmul(object x, object z):
     """``_tensor_matmul`` (the Tensor operator calls this directly)."""
     cdef MatmulRule rule
+    cdef int count = 0
     if type(x) is _Tensor and type(z) is _Tensor:
         a, b = (<TensorBase>x)._data, (<TensorBase>z)._data
-        if (cnp.PyArray_Check(a) and cnp.PyArray_Check(b) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2
-                and cnp.PyArray_NDIM(<cnp.ndarray>b) == 2
-                and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE
-                and cnp.PyArray_TYPE(<cnp.ndarray>b) == cnp.NPY_DOUBLE
+        if (f64_matrix(a) and f64_matrix(b)
                 and cnp.PyArray_DIMS(<cnp.ndarray>a)[1] == cnp.PyArray_DIMS(<cnp.ndarray>b)[0]):
             y = _np_matmul(a, b)
             na, nb = (<TensorBase>x)._node, (<TensorBase>z)._node
@@ -572,8 +580,8 @@ cdef object tensor_matmul(object x, object z):
             rule = <MatmulRule>MatmulRule.__new__(MatmulRule)
             rule.name = "matmul"
             rule.a, rule.b = a, b
-            rule.ia = 0 if na is not None else -1
-            rule.ib = -1 if nb is None else (1 if na is not None else 0)
+            rule.ia = slot(na, &count)
+            rule.ib = slot(nb, &count)
             return tensor_op(y, na, nb, rule)
     return _slow_matmul(x, z)
 
@@ -658,9 +666,8 @@ def _tensor_linear(x, w, b):
     Tensors of two dimensions and ``b`` a float64 C-contiguous Tensor (out,); otherwise None (the caller
     composes the general ops, which also raise the shape errors)."""
     cdef LinearRule rule
-    cdef intp n, h, r, s
-    cdef f64* yp
-    cdef const f64* bp
+    cdef intp h
+    cdef int count = 0
     if type(x) is not _Tensor or type(w) is not _Tensor or (b is not None and type(b) is not _Tensor):
         return None
     xa, wa = (<TensorBase>x)._data, (<TensorBase>w)._data
@@ -675,11 +682,8 @@ def _tensor_linear(x, w, b):
     if ba is not None and h > 0:
         if not FG_F64W(y):
             y = np.ascontiguousarray(y)
-        n = fsize(y)
-        yp, bp = fptr(y), fptr(ba)
-        for r in range(0, n, h):
-            for s in range(h):
-                yp[r + s] += bp[s]
+        if fsize(y):            # + b on each row, in place: the op table's add over a row broadcast
+            elem_blocks(OP_ADD, ELEM_ROW_B, fptr(y), fptr(ba), 0.0, fptr(y), fsize(y), h)
     nx, nw = (<TensorBase>x)._node, (<TensorBase>w)._node
     nb = (<TensorBase>b)._node if b is not None else None
     if (nx is None and nw is None and nb is None) or not grad_enabled():
@@ -687,12 +691,9 @@ def _tensor_linear(x, w, b):
     rule = LinearRule.__new__(LinearRule)
     rule.name = "linear"
     rule.x, rule.w, rule.b = xa, wa, ba
-    n = 0
-    rule.ix = n if nx is not None else -1
-    n += nx is not None
-    rule.iw = n if nw is not None else -1
-    n += nw is not None
-    rule.ib = n if nb is not None else -1
+    rule.ix = slot(nx, &count)
+    rule.iw = slot(nw, &count)
+    rule.ib = slot(nb, &count)
     return tensor_op(y, nx, nw, rule, nb)
 
 
