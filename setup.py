@@ -42,8 +42,8 @@ _REPLAY_AVX2 = os.path.join("src", "fastgrad", "_replay_avx2.pyx")
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 OPENMP = {_REPLAY: ["-fopenmp"], _REPLAY_AVX2: ["-fopenmp"]}      # compile and link flags
 ISA = {_REPLAY_AVX2: ["-mavx2"]}                                    # compile flags
-# the optimizers' loops: sqrt as the instruction (no errno to set), so the Adam/RMSprop/Adagrad loops over
-# a Tensor's elements vectorize. sqrt is correctly rounded either way: the same bits.
+# the optimizers' loops: sqrt as the instruction (no errno to set), so Adam's loop over a Tensor's elements
+# (adam_plain) vectorizes. sqrt is correctly rounded either way: the same bits.
 _OPTIM = os.path.join("src", "fastgrad", "_optim.pyx")
 MATH = {_OPTIM: ["-fno-math-errno"]}
 

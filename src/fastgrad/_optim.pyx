@@ -74,46 +74,47 @@ def zero_grad(const i64[::1] index not None):
 
 # ---- moving a model's parameters in and out as one flat array (data parallelism) ----
 
-def get_values(const i64[::1] index not None, f64[::1] out not None):
-    """out[i] = the value of parameter index[i]: a model's parameters as one array, in one C loop."""
+cdef int gather(const i64[::1] index, f64[::1] out, const f64* source) except -1:
+    """out[i] = source[index[i]] (values or gradients of the parameters ``index``)."""
     check_index(index)
     check_state(index, out, True, "out")
-    cdef const f64* value = value_ptr()
     cdef intp i
     for i in range(index.shape[0]):
-        out[i] = value[index[i]]
+        out[i] = source[index[i]]
+    return 0
+
+
+cdef int scatter(const i64[::1] index, const f64[::1] values, f64* target, bint skip_frozen,
+                 str name) except -1:
+    """target[index[i]] = values[i], leaving frozen parameters alone when ``skip_frozen``."""
+    check_index(index)
+    check_state(index, values, True, name)
+    cdef const f64* aux = arena().aux
+    cdef intp i
+    for i in range(index.shape[0]):
+        if not skip_frozen or aux[index[i]] != FROZEN:
+            target[index[i]] = values[i]
+    return 0
+
+
+def get_values(const i64[::1] index not None, f64[::1] out not None):
+    """out[i] = the value of parameter index[i]: a model's parameters as one array, in one C loop."""
+    gather(index, out, value_ptr())
 
 
 def set_values(const i64[::1] index not None, const f64[::1] values not None):
     """The value of parameter index[i] = values[i], frozen or not (loading parameters, as ``.data =``)."""
-    check_index(index)
-    check_state(index, values, True, "values")
-    cdef f64* value = value_ptr()
-    cdef intp i
-    for i in range(index.shape[0]):
-        value[index[i]] = values[i]
+    scatter(index, values, value_ptr(), False, "values")
 
 
 def get_grads(const i64[::1] index not None, f64[::1] out not None):
     """out[i] = the gradient of parameter index[i]."""
-    check_index(index)
-    check_state(index, out, True, "out")
-    cdef const f64* grad = grad_ptr()
-    cdef intp i
-    for i in range(index.shape[0]):
-        out[i] = grad[index[i]]
+    gather(index, out, grad_ptr())
 
 
 def set_grads(const i64[::1] index not None, const f64[::1] grads not None):
     """The gradient of parameter index[i] = grads[i], except frozen parameters' (they take no gradient)."""
-    check_index(index)
-    check_state(index, grads, True, "grads")
-    cdef f64* grad = grad_ptr()
-    cdef const f64* aux = arena().aux
-    cdef intp i
-    for i in range(index.shape[0]):
-        if aux[index[i]] != FROZEN:
-            grad[index[i]] = grads[i]
+    scatter(index, grads, grad_ptr(), True, "grads")
 
 
 # ---- SGD ----
