@@ -89,9 +89,14 @@ class Tensor(_engine.TensorBase):
         self.data = _as_array(data)
         self._node: Optional[Var] = None
         if requires_grad:
-            node = Var(0.0)
-            _engine._tensor_leaf(node, self.data.dtype)
-            self._node = node
+            self._become_leaf()
+
+    def _become_leaf(self) -> None:
+        """Take part in differentiation as a leaf: a node of the graph whose gradient is an array of this
+        tensor's dtype (none until a backward reaches it)."""
+        node = Var(0.0)
+        _engine._tensor_leaf(node, self.data.dtype)
+        self._node = node
 
     @classmethod
     def _result(cls, data: np.ndarray, node: Optional[Var]) -> Tensor:
@@ -136,9 +141,7 @@ class Tensor(_engine.TensorBase):
             raise TypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
         if self._node is None:
             if requires_grad:
-                node = Var(0.0)
-                _engine._tensor_leaf(node, self.data.dtype)
-                self._node = node
+                self._become_leaf()
             return self
         if not self._node.is_leaf:
             raise RuntimeError("requires_grad_(): only a leaf tensor has the flag (this is an op's result; "
