@@ -24,58 +24,42 @@ import numpy as np
 
 import fastgrad as fg
 from fastgrad import tensor as T
+from fastgrad.app.op_overhead import autodiff_chain, numpy_chain, op_inputs
 from fastgrad.data import make_moons
 from fastgrad.tensor_functional import cross_entropy
 
 
+# tensor.py's general path for each chained op (what float32 or an unusual broadcast takes)
+GENERAL = {"mul": lambda y, w: T._binary("mul", y, w), "matmul": T._matmul}
+
+
 def chains(n):
-    """{name: function returning w's gradient} for chains of n ops on 4x4 arrays."""
-    rng = np.random.default_rng(0)
-    x0 = rng.uniform(0.9, 1.1, (4, 4))
-    w_mul = rng.uniform(0.9, 1.1, (4, 4))
-    w_mm = w_mul / 4.4                      # keeps x @ w @ w ... of order one
+    """{op: {name: function returning d out / d B}} for chains of n links on 4x4 arrays: the bench's chains
+    (fastgrad.app.op_overhead: the same inputs, the fast-path chain and the NumPy one written by hand), and
+    the same chain through tensor.py's general path."""
+    out = {}
+    for op, general in GENERAL.items():
+        a, b = op_inputs(op)
 
-    def engine(w0, step, total):
-        def run():
-            w = fg.Tensor(w0, requires_grad=True)
-            y = fg.Tensor(x0)
+        def fast(op=op, a=a, b=b):
+            B = fg.Tensor(b, requires_grad=True)
+            autodiff_chain(op, fg.Tensor(a, requires_grad=True), B, n)
+            return B.grad
+
+        def slow(a=a, b=b, step=general):
+            A, B = fg.Tensor(a, requires_grad=True), fg.Tensor(b, requires_grad=True)
+            y = A
             for _ in range(n):
-                y = step(y, w)
-            total(y).backward()
-            return w.grad
-        return run
+                y = step(y, B)
+            T._sum(y, None, False, False).backward()
+            return B.grad
 
-    def numpy_mul():
-        ys, y = [x0], x0
-        for _ in range(n):
-            y = y * w_mul
-            ys.append(y)
-        g, gw = np.ones_like(y), np.zeros_like(w_mul)
-        for k in range(n - 1, -1, -1):
-            gw += g * ys[k]
-            g = g * w_mul
-        return gw
+        def by_hand(op=op, a=a, b=b):
+            return numpy_chain(op, a, b, n)[2]
 
-    def numpy_matmul():
-        ys, y = [x0], x0
-        for _ in range(n):
-            y = y @ w_mm
-            ys.append(y)
-        g, gw = np.ones_like(y), np.zeros_like(w_mm)
-        for k in range(n - 1, -1, -1):
-            gw += ys[k].T @ g
-            g = g @ w_mm.T
-        return gw
-
-    return {
-        "mul": {"fastgrad, fast path": engine(w_mul, lambda y, w: y * w, lambda y: y.sum()),
-                "fastgrad, general path": engine(w_mul, lambda y, w: T._binary("mul", y, w),
-                                                 lambda y: T._sum(y, None, False, False)),
-                "NumPy, hand-written": numpy_mul},
-        "matmul": {"fastgrad, fast path": engine(w_mm, lambda y, w: y @ w, lambda y: y.sum()),
-                   "fastgrad, general path": engine(w_mm, T._matmul, lambda y: T._sum(y, None, False, False)),
-                   "NumPy, hand-written": numpy_matmul},
-    }
+        out[op] = {"fastgrad, fast path": fast, "fastgrad, general path": slow,
+                   "NumPy, hand-written": by_hand}
+    return out
 
 
 def moons_steps():
