@@ -286,3 +286,21 @@ def test_which_path_builds_each_op():
     for name, y in general.items():
         assert type(_engine._tensor_rule(y._node)) is _engine.TensorRule, name
     assert _engine._tensor_rule(t._node) is None            # a leaf
+
+
+@pytest.mark.parametrize("codes", [(999, -1, -1), (-1, -1, -1), (3, 250, -1), (3, -1, 38), (36, -1, -1)])
+def test_the_entry_points_refuse_op_codes_outside_the_elementwise_table(codes):
+    """The operators pass table codes; a caller of the private entry points with another code gets a
+    ValueError, not a read past the table (boundschecks are off in the engine)."""
+    t = fg.Tensor(np.ones((2, 2)), requires_grad=True)
+    code, kright, kleft = codes
+    with pytest.raises(ValueError, match="not an elementwise op"):
+        _engine._tensor_binop(code, kright, 1.0, kleft, t, t)
+    if kright == -1 and kleft == -1:
+        with pytest.raises(ValueError, match="not an elementwise op"):
+            _engine._tensor_unop(code, t)
+
+
+def test_adjoints_held_is_a_count():
+    held = _engine._tensor_adjoints_held()
+    assert type(held) is int and held == 0          # an int (it once came back as an fg.sum Var)

@@ -103,7 +103,11 @@ def _tensor_zero_grads(tensors):
 
 def _tensor_adjoints_held():
     """How many array adjoints the walk records hold (0 whenever no walk runs)."""
-    return sum(len(d) for d in _walk_tensor_adj)
+    # NOTE: a loop, not sum(): in this module `sum` is the engine's fg.sum, which would return a Var
+    cdef intp held = 0
+    for d in _walk_tensor_adj:
+        held += len(<dict>d)
+    return held
 
 
 cdef dict tensor_adj(intp wk):
@@ -499,10 +503,23 @@ cdef inline object constant_array(object o):
     return None
 
 
+cdef int check_code(int code, bint optional) except -1:
+    """ValueError unless ``code`` is an elementwise op of the table (or -1 where ``optional``): the Python
+    entry points take codes from their callers, and an unknown one would index past the table."""
+    if optional and code == -1:
+        return 0
+    if not 0 <= code < N_OPS or code == OP_LEAF or code == OP_SUM or code == OP_DOT or code == OP_CUSTOM:
+        raise ValueError(f"op code {code} is not an elementwise op of the op table")
+    return 0
+
+
 def _tensor_binop(int code, int kright, f64 sign, int kleft, x, z):
     """``x OP z`` for the binary op ``code`` of the op table; ``kright`` (``kleft``) is the op with a
     constant k that ``x OP number`` (``number OP x``) is, as ``sign * number`` (-1: none). A float64
-    ndarray operand is a constant (copied)."""
+    ndarray operand is a constant (copied). ValueError for a code that is not an elementwise op."""
+    check_code(code, False)
+    check_code(kright, True)
+    check_code(kleft, True)
     return tensor_binop(code, kright, sign, kleft, x, z)
 
 
@@ -539,7 +556,9 @@ cdef object tensor_binop(int code, int kright, f64 sign, int kleft, object x, ob
 
 
 def _tensor_unop(int code, x, f64 k=0.0):
-    """Op ``code`` of one operand (and its constant ``k``) on the Tensor ``x``."""
+    """Op ``code`` of one operand (and its constant ``k``) on the Tensor ``x``. ValueError for a code that
+    is not an elementwise op."""
+    check_code(code, False)
     return tensor_unop(code, x, k)
 
 
