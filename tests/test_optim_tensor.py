@@ -573,3 +573,67 @@ def test_zero_grad_fills_tensor_gradients_in_place():
     assert np.all(ga == 0) and np.all(gb == 0) and gb.dtype == np.float32
     with pytest.raises(TypeError, match="takes Tensors"):
         _engine._tensor_zero_grads([a, fg.Var(1.0)])
+
+
+def test_sgd_over_a_group_equals_each_tensor_alone_whatever_the_mix():
+    """SGD without momentum updates a group's float64 Tensors in one C loop (_optim.sgd_arrays); a group that
+    also holds a float32 Tensor, or one without a gradient, takes the per-Tensor path: every Tensor ends
+    where it would alone."""
+    def run(tensors, grads, **kwargs):
+        opt = optim.SGD(tensors, lr=0.1, **kwargs)
+        for _ in range(3):
+            for t, g in zip(tensors, grads):
+                t.grad = None if g is None else g(t.data)
+            opt.step()
+        return [t.data.copy() for t in tensors]
+
+    def make():
+        return [fg.Tensor(W0, requires_grad=True), fg.Tensor(np.arange(3.0), requires_grad=True),
+                fg.Tensor(np.ones(2, dtype=np.float32), requires_grad=True),
+                fg.Tensor([5.0], requires_grad=True)]
+    grads = [grad_of, np.sin, np.cos, None]
+    for kwargs in ({}, {"weight_decay": 0.01, "maximize": True}):
+        together = run(make(), grads, **kwargs)
+        alone = [run([t], [g], **kwargs)[0] for t, g in zip(make(), grads)]
+        for got, want in zip(together, alone):
+            np.testing.assert_array_equal(got, want)
+        f64_only = run(make()[:2], grads[:2], **kwargs)
+        for got, want in zip(f64_only, alone[:2]):
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(together[3], [5.0])                    # no gradient: not moved
+    assert together[2].dtype == np.float32
+
+
+def test_sgd_arrays_updates_all_or_nothing():
+    from fastgrad import _optim
+    p, q, g = np.ones((3, 4)), np.ones(5), np.full((3, 4), 0.5)
+    assert _optim.sgd_arrays([p, q], [g, None], 0.1, 0.0, False) is True
+    np.testing.assert_array_equal(p, np.full((3, 4), 1.0 + -0.1 * 0.5))
+    np.testing.assert_array_equal(q, np.ones(5))                         # None: skipped
+    for bad_p, bad_g in ((np.ones(12, dtype=np.float32), np.ones(12)), (np.ones(12), np.ones(6)),
+                         (np.ones((4, 6))[:, ::2], np.ones((4, 3))), (np.ones(12), [1.0] * 12)):
+        p = np.ones((3, 4))
+        assert _optim.sgd_arrays([p, bad_p], [g, bad_g], 0.1, 0.0, False) is False
+        np.testing.assert_array_equal(p, np.ones((3, 4)))                # nothing written, not even p
+    with pytest.raises(ValueError, match="2 parameters but 1 gradients"):
+        _optim.sgd_arrays([p, p], [g], 0.1, 0.0, False)
+    with pytest.raises(TypeError):
+        _optim.sgd_arrays((p,), [g], 0.1, 0.0, False)
+
+
+def test_tensor_param_grads_reads_what_a_step_applies():
+    from fastgrad import _engine
+    a = fg.Tensor(np.ones((2, 3)), requires_grad=True)
+    b = fg.Tensor(np.ones(2), requires_grad=True)            # no backward reaches it
+    c = fg.Tensor(np.ones(2), requires_grad=True)
+    d = fg.Tensor(np.ones(2))                               # no node at all
+    ((a * 3.0).sum() + (c * 2.0).sum()).backward()
+    c.requires_grad_(False)
+    grads = _engine._tensor_param_grads([a, b, c, d])
+    assert grads[0] is a.grad and grads[1:] == [None, None, None]
+    np.testing.assert_array_equal(grads[0], np.full((2, 3), 3.0))
+    with pytest.raises(TypeError, match="takes Tensors"):
+        _engine._tensor_param_grads([a, fg.Var(1.0)])
+    a.data = np.zeros(3)
+    with pytest.raises(ValueError, match=r"data has shape \(3,\) but its grad \(2, 3\)"):
+        _engine._tensor_param_grads([a])

@@ -304,3 +304,50 @@ def test_the_entry_points_refuse_op_codes_outside_the_elementwise_table(codes):
 def test_adjoints_held_is_a_count():
     held = _engine._tensor_adjoints_held()
     assert type(held) is int and held == 0          # an int (it once came back as an fg.sum Var)
+
+
+def test_operator_methods_called_by_name_keep_operand_order():
+    """The operators are C-API slots (one function takes both operand orders; fastgrad.Tensor inherits the
+    slots themselves): called by name, __op__ and __rop__ still put self on their own side."""
+    a = RNG.uniform(0.5, 2.0, size=(2, 3))
+    t = fg.Tensor(a, requires_grad=True)
+    m = RNG.normal(size=(3, 3))
+    cases = [(t.__add__(2.0), a + 2.0), (t.__radd__(2.0), 2.0 + a), (t.__sub__(2.0), a - 2.0),
+             (t.__rsub__(2.0), 2.0 - a), (t.__mul__(3.0), a * 3.0), (t.__rmul__(3.0), 3.0 * a),
+             (t.__truediv__(2.0), a / 2.0), (t.__rtruediv__(2.0), 2.0 / a), (t.__pow__(2.0), a ** 2.0),
+             (t.__rpow__(2.0), 2.0 ** a), (t.__matmul__(m), a @ m), (t.__rmatmul__(m[:2, :2]), m[:2, :2] @ a),
+             (t.__rsub__(np.ones((2, 3))), 1.0 - a)]
+    for got, want in cases:
+        assert isinstance(got, fg.Tensor)
+        np.testing.assert_array_equal(got.data, want)
+    for bad in (lambda: t + "x", lambda: "x" - t, lambda: t.__add__("x"), lambda: t.__rsub__("x")):
+        with pytest.raises(TypeError, match="unsupported Tensor operand: str"):
+            bad()
+
+
+def test_a_user_subclass_of_tensor_computes_the_same_values():
+    class Mine(fg.Tensor):
+        __slots__ = ()
+
+    a = RNG.normal(size=(3, 4))
+    x, y = Mine(a, requires_grad=True), fg.Tensor(a, requires_grad=True)
+    for fx, fy in (((x * x + 2.0) - 1.0 / (x * x + 1.0)).sum(), ((y * y + 2.0) - 1.0 / (y * y + 1.0)).sum()),:
+        fx.backward()
+        fy.backward()
+        np.testing.assert_allclose(fx.data, fy.data, rtol=1e-15)
+    np.testing.assert_allclose(x.grad, y.grad, rtol=1e-15)
+
+
+def test_register_refuses_a_class_whose_slots_it_cannot_share():
+    class Overrides(_engine.TensorBase):
+        def __add__(self, other):
+            return 0
+
+    class Deeper(fg.Tensor):
+        pass
+
+    for cls in (Overrides, Deeper, int, "Tensor"):
+        with pytest.raises(TypeError):
+            T._engine._tensor_register(cls, T._binary, T._unary, T._matmul, None)
+    t = fg.Tensor(np.ones((2, 2)), requires_grad=True)     # the registration is unchanged: fast paths still
+    assert type(_engine._tensor_rule((t * t)._node)) is _engine.ElemRule

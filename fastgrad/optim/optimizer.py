@@ -227,12 +227,20 @@ class Optimizer:
                 self._update(group, index, state)
             if self._tensor_at[g]:
                 params = group["params"]
-                for k, tstate in zip(self._tensor_at[g], self._tensor_state[g]):
-                    p = params[k]
-                    grad = _tensor_grad(p, tstate)
-                    if grad is not None:
-                        self._update_tensor(group, p.data, grad, tstate)
+                tensors = [params[k] for k in self._tensor_at[g]]
+                grads = _engine._tensor_param_grads(tensors)        # one C loop; None: skip it
+                self._update_tensors(group, tensors, grads, self._tensor_state[g])
         return loss
+
+    def _update_tensors(self, group: dict[str, Any], tensors: list[Tensor], grads: list[np.ndarray | None],
+                        states: list[dict[str, Any]]) -> None:
+        """Update the group's Tensors, each from its gradient in ``grads`` (None: skipped), keeping each one's
+        state arrays in its dict of ``states``. ValueError if a state array lost its data's shape."""
+        for p, grad, state in zip(tensors, grads, states):
+            if grad is not None:
+                if state:
+                    _check_state(p.data.shape, state)
+                self._update_tensor(group, p.data, grad, state)
 
     def _update(self, group: dict[str, Any], index: np.ndarray, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -437,23 +445,12 @@ def _step_count(step: Any) -> int:
     return int(step)
 
 
-def _tensor_grad(p: Tensor, state: dict[str, Any]) -> np.ndarray | None:
-    """The gradient a step applies to Tensor ``p``: None (skip it) before any backward reached it or when
-    it no longer requires grad; ValueError if the gradient or a state array lost the data's shape."""
-    node = p._node
-    if node is None or not node.requires_grad:
-        return None
-    grad = _engine._tensor_grad(node)       # p.grad, without the property's checks (p is a leaf)
-    if grad is None:
-        return None
-    shape = p.data.shape
-    if grad.shape != shape:
-        raise ValueError(f"a Tensor parameter's data has shape {shape} but its grad {grad.shape}")
+def _check_state(shape: tuple[int, ...], state: dict[str, Any]) -> None:
+    """ValueError if one of a Tensor parameter's state arrays no longer has its data's ``shape``."""
     for name, array in state.items():
         if isinstance(array, np.ndarray) and array.shape != shape:
             raise ValueError(f"a Tensor parameter's data has shape {shape} but its {name!r} state "
                              f"{array.shape}")
-    return grad
 
 
 def empty() -> np.ndarray:

@@ -46,6 +46,15 @@ class SGD(Optimizer):
         _optim.sgd_step(index, empty() if buf is None else buf, group["lr"], momentum, group["dampening"],
                         group["weight_decay"], group["nesterov"], group["maximize"], init)
 
+    def _update_tensors(self, group: dict[str, Any], tensors: list[Any], grads: list[np.ndarray | None],
+                        states: list[dict[str, Any]]) -> None:
+        # without momentum (no state): one C loop over the group's float64 Tensors, the same per-element
+        # operations as _update_tensor's
+        if group["momentum"] == 0 and _optim.sgd_arrays([p.data for p in tensors], grads, group["lr"],
+                                                       group["weight_decay"], group["maximize"]):
+            return
+        super()._update_tensors(group, tensors, grads, states)
+
     def _update_tensor(self, group: dict[str, Any], param: np.ndarray, grad: np.ndarray,
                        state: dict[str, Any]) -> None:
         momentum = group["momentum"]

@@ -205,6 +205,32 @@ def sgd_array(param, grad, momentum_buffer, f64 lr, f64 momentum, f64 dampening,
     return True
 
 
+def sgd_arrays(list params, list grads, f64 lr, f64 weight_decay, bint maximize):
+    """``sgd_array`` without momentum over a group's Tensors at once: ``params[i]`` (data arrays) updated from
+    ``grads[i]`` (None: skipped). Returns False, having updated nothing, unless every pair is float64,
+    C-contiguous (the data writeable) and of one size: the caller then updates them one by one."""
+    cdef Py_ssize_t n = len(params), j
+    cdef intp size, i
+    cdef f64* p
+    cdef const f64* g
+    if len(grads) != n:
+        raise ValueError(f"sgd_arrays: {n} parameters but {len(grads)} gradients")
+    for j in range(n):
+        if grads[j] is not None and not (f64_array(params[j], True) and f64_array(grads[j], False)
+                                         and cnp.PyArray_SIZE(<cnp.ndarray>params[j])
+                                         == cnp.PyArray_SIZE(<cnp.ndarray>grads[j])):
+            return False
+    for j in range(n):
+        if grads[j] is None:
+            continue
+        size = <intp>cnp.PyArray_SIZE(<cnp.ndarray>params[j])
+        p = <f64*>cnp.PyArray_DATA(<cnp.ndarray>params[j])
+        g = <const f64*>cnp.PyArray_DATA(<cnp.ndarray>grads[j])
+        for i in range(size):
+            p[i] = sgd_one(p[i], g[i], NULL, lr, 0.0, 0.0, weight_decay, False, maximize, False)
+    return True
+
+
 # ---- Adagrad ----
 
 def adagrad_step(const i64[::1] index not None, f64[::1] state_sum not None, f64 clr, f64 eps,

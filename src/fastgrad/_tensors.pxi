@@ -101,6 +101,33 @@ def _tensor_zero_grads(tensors):
             g.fill(0.0)
 
 
+def _tensor_param_grads(tensors):
+    """The gradient an optimizer step applies to each Tensor in ``tensors`` (a list): its gradient array, or
+    None (skip it) when it has no node, no gradient yet, or is frozen. One C loop instead of a Python call
+    per parameter. TypeError for an item that is not a Tensor; ValueError if a gradient lost its data's
+    shape."""
+    cdef list out = []
+    cdef i64 i
+    for t in tensors:
+        if not isinstance(t, TensorBase):
+            raise TypeError(f"_tensor_param_grads takes Tensors, got {type(t).__name__}")
+        node = (<TensorBase>t)._node
+        g = None
+        if node is not None:
+            i = idx_of(<Var>node)
+            if A.op[i] != OP_LEAF or A.aux[i] != FROZEN:
+                g = _tensor_grads.get(i)
+                if g is not None and not cnp.PyArray_Check(g):      # its dtype: no gradient yet
+                    g = None
+        if g is not None:
+            data = (<TensorBase>t)._data
+            if not (cnp.PyArray_Check(data) and same_shape(g, data)):
+                shape = getattr(data, "shape", None)
+                raise ValueError(f"a Tensor parameter's data has shape {shape} but its grad {g.shape}")
+        out.append(g)
+    return out
+
+
 def _tensor_adjoints_held():
     """How many array adjoints the walk records hold (0 whenever no walk runs)."""
     # NOTE: a loop, not sum(): in this module `sum` is the engine's fg.sum, which would return a Var
@@ -195,9 +222,46 @@ cdef object _np_add_reduce = np.add.reduce
 cdef object _F64 = np.dtype(np.float64)
 
 
+cdef extern from *:
+    """
+    /* Give the subclass `sub` the binary-operator slots of its base `base` (see _tensor_register). */
+    static int fg_inherit_binops(PyObject* sub, PyObject* base) {
+        PyNumberMethods* s = ((PyTypeObject*)sub)->tp_as_number;
+        PyNumberMethods* b = ((PyTypeObject*)base)->tp_as_number;
+        if (s == NULL || b == NULL || ((PyTypeObject*)sub)->tp_base != (PyTypeObject*)base) {
+            PyErr_SetString(PyExc_TypeError, "fg_inherit_binops: not a direct subclass with number slots");
+            return -1;
+        }
+        s->nb_add = b->nb_add;
+        s->nb_subtract = b->nb_subtract;
+        s->nb_multiply = b->nb_multiply;
+        s->nb_true_divide = b->nb_true_divide;
+        s->nb_power = b->nb_power;
+        s->nb_matrix_multiply = b->nb_matrix_multiply;
+        return 0;
+    }
+    """
+    int fg_inherit_binops(object sub, object base) except -1
+
+
+_BINOP_NAMES = ("add", "sub", "mul", "truediv", "pow", "matmul")
+
+
 def _tensor_register(cls, binary, unary, matmul, total):
-    """tensor.py hands over its Tensor class and its general paths (the fast paths fall back to them)."""
+    """tensor.py hands over its Tensor class and its general paths (the fast paths fall back to them).
+
+    NOTE: Cython lists a cdef class's binary operators as methods too (`__add__` a method_descriptor, for
+    direct calls), so CPython gives a Python subclass its generic `slot_nb_add`, which looks `__add__` up
+    by name at every `a + b` (~0.3 us of a ~0.8 us op). The class defines none of these operators, so its
+    slots are set to TensorBase's C functions, which the subclass would inherit anyway (a user's subclass
+    of Tensor keeps CPython's generic slots: correct, only slower)."""
     global _Tensor, _slow_binary, _slow_unary, _slow_matmul, _slow_sum
+    if not (isinstance(cls, type) and cls.__base__ is TensorBase):
+        raise TypeError("_tensor_register takes a direct subclass of TensorBase")
+    for name in _BINOP_NAMES:
+        if f"__{name}__" in cls.__dict__ or f"__r{name}__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} overrides __{name}__: its slots must stay TensorBase's")
+    fg_inherit_binops(cls, TensorBase)
     _Tensor, _slow_binary, _slow_unary, _slow_matmul, _slow_sum = cls, binary, unary, matmul, total
 
 
