@@ -101,7 +101,7 @@ class Tensor(_engine.TensorBase):
     @classmethod
     def _result(cls, data: np.ndarray, node: Optional[Var]) -> Tensor:
         t = cls.__new__(cls)
-        t.data = data
+        t.data = data if type(data) is np.ndarray else np.asarray(data)     # NumPy scalars: 0-d arrays
         t._node = node
         return t
 

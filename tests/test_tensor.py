@@ -342,3 +342,23 @@ def test_the_engines_tensor_entry_points_refuse_what_is_not_theirs():
     with pytest.raises(ValueError, match="2 gradients for 1 inputs"):
         wrong.sum().backward()
     assert _engine._tensor_adjoints_held() == 0
+
+
+def test_data_setter_takes_float_arrays_only():
+    t = fg.Tensor(np.ones(3), requires_grad=True)
+    for bad, what in (([1.0, 2.0, 3.0], "list"), (np.arange(3), "dtype int64"), (None, "NoneType"),
+                      (np.float64(1.0), "float64"), (np.ones(3, dtype=complex), "dtype complex128"),
+                      (2.0, "float")):
+        with pytest.raises(TypeError, match=f"Tensor.data takes a float64 or float32 ndarray, got {what}"):
+            t.data = bad
+        np.testing.assert_array_equal(t.data, np.ones(3))          # unchanged
+    f32 = np.zeros(3, dtype=np.float32)
+    t.data = f32
+    assert t.data is f32 and t.dtype == np.float32
+
+
+def test_results_hold_arrays_even_where_numpy_gives_scalars():
+    a, b = RNG.normal(size=4), RNG.normal(size=4)
+    for y in (fg.Tensor(a) @ fg.Tensor(b), fg.Tensor(a, requires_grad=True) @ fg.Tensor(b),
+              fg.Tensor(a.astype(np.float32)).sum(), fg.Tensor(a)[1]):
+        assert type(y.data) is np.ndarray and y.data.ndim == 0
