@@ -382,3 +382,29 @@ def reference_nodes(out):
 def _small():
     X, y = backends.moons(0)
     return backends.initial_weights(2, (16, 16), 0), X, y, 100
+
+
+def test_the_fast_moons_rows_are_timed_in_turns():
+    """bench._time_in_turns: each implementation warmed up on a fresh backend, then rounds in which each
+    times a block of steps in turn (for the GC on, then off), so a change of load reaches every row alike."""
+    log = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def train_step(self):
+            log.append(self.name)
+            return (None,)
+
+        def graph_nodes(self):
+            return 7
+
+    rows = [{"implementation": "a"}, {"implementation": "b"}]
+    bench._time_in_turns([(rows[0], lambda: Fake("a")), (rows[1], lambda: Fake("b"))], warmup=1, repeats=6,
+                         rounds=3)
+    one_pass = ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert log == one_pass * 2                                   # GC on, then GC off
+    for row in rows:
+        assert row["repeats"] == 6 and row["nodes"] == 7
+        assert 0 < row["best_ms"] <= row["ms"] and 0 < row["gc_off_best_ms"] <= row["gc_off_ms"]

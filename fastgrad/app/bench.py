@@ -72,22 +72,28 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
     so does fg.vmap (threads=1; 100 points are one block of its 128 anyway) and, when this process has not
     imported jax yet, XLA (its Eigen thread pool off).
     NOTE: fg.compile traces on the first warm-up step, jax.jit compiles there: neither is in the times.
+    NOTE: the fast implementations (cost class 0, under ~2 ms a step) take turns: ROUNDS rounds, each timing
+    a block of steps of every one of them, so a change in the machine's load (it is shared) reaches every row
+    alike instead of the one row that ran during it. The slower ones run one after the other.
     """
     X, y = moons(seed)
     weights = initial_weights(2, (16, 16), seed)
     # (warm-up steps, timed steps) per cost class: fast, per-scalar on the engine, pure Python
     plan = [(3, 10), (1, 5), (1, 2)] if quick else [(5, 100), (2, 20), (1, 10)]
-    rows = []
+    rows, fast = [], []
     for name, factory, cost in moons_step_implementations(weights, X, y, 100):
-        if progress:
-            progress(name)
         warmup, repeats = plan[cost]
         row: dict[str, Any] = {"workload": MOONS_WORKLOAD, "implementation": name, "repeats": repeats}
-        if name.startswith("jax"):
-            _one_xla_thread()
-        with _one_torch_thread(name.startswith("torch")):
-            _time_backend(row, factory, warmup, repeats)
         rows.append(row)
+        if cost == 0:
+            fast.append((row, factory))
+            continue
+        if progress:
+            progress(name)
+        _time_backend(row, factory, warmup, repeats)
+    if progress and fast:
+        progress("the fast implementations, in turns")
+    _time_in_turns(fast, plan[0][0], plan[0][1], 2 if quick else ROUNDS)
     ref = next(r for r in rows if r["implementation"] == REFERENCE_NAME)
     floor = next((r for r in rows if r["implementation"] == NUMPY_NAME), None)
     for r in rows:
@@ -121,19 +127,50 @@ def _one_torch_thread(active: bool) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+ROUNDS = 10    # rounds of the fast moons implementations' turns (bench_moons_step)
+
+
+@contextlib.contextmanager
+def _threads_for(name: str) -> Iterator[None]:
+    """One intra-op thread for torch's and XLA's rows (XLA's flag is read when jax is first imported)."""
+    if name.startswith("jax"):
+        _one_xla_thread()
+    with _one_torch_thread(name.startswith("torch")):
+        yield
+
+
+def _time_in_turns(fast: list[tuple[dict[str, Any], Callable[[], Any]]], warmup: int, repeats: int,
+                   rounds: int) -> None:
+    """`_time_backend` for several implementations at once: for the GC on, then off, a fresh backend of each
+    (warmed up), then `rounds` rounds in which each times a block of `repeats // rounds` steps in turn."""
+    block = max(1, repeats // rounds)
+    for prefix, gc_enabled in (("", True), ("gc_off_", False)):
+        live = []
+        for row, factory in fast:
+            with _threads_for(row["implementation"]):
+                backend = factory()
+                for k in range(warmup):
+                    out = backend.train_step()
+                    if k == 0 and gc_enabled:
+                        row["nodes"] = step_graph_nodes(out[0], backend)
+                    del out  # nothing of a step's graph may stay alive into the timed steps
+            live.append(backend)
+        times: list[list[float]] = [[] for _ in fast]
+        for _ in range(rounds):
+            for (row, _), backend, own in zip(fast, live, times):
+                with _threads_for(row["implementation"]):
+                    own += _time_steps(backend, block, gc_enabled)
+        del live
+        for (row, _), own in zip(fast, times):
+            own.sort()
+            row["repeats"] = len(own)
+            row[prefix + "ms"] = 1e3 * own[len(own) // 2]
+            row[prefix + "best_ms"] = 1e3 * own[0]
+
+
 def _time_backend(row: dict[str, Any], factory: Callable[[], Any], warmup: int, repeats: int) -> None:
     """Fill `row` with the median/best step times (GC on, then off, each on a fresh backend)."""
-    for prefix, gc_enabled in (("", True), ("gc_off_", False)):
-        backend = factory()
-        for k in range(warmup):
-            out = backend.train_step()
-            if k == 0 and gc_enabled:
-                row["nodes"] = step_graph_nodes(out[0], backend)
-            del out  # nothing of a step's graph may stay alive into the timed steps
-        times = _time_steps(backend, repeats, gc_enabled)
-        del backend
-        row[prefix + "ms"] = 1e3 * times[len(times) // 2]
-        row[prefix + "best_ms"] = 1e3 * times[0]
+    _time_in_turns([(row, factory)], warmup, repeats, 1)
 
 
 def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str | None = None,
@@ -180,7 +217,9 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         _status("")
         print(f"\n## Training step: {MOONS_WORKLOAD}\n", file=out)
         print("zero_grad + forward over the 100 points + backward + update (+ freeing the graph); "
-              "median of the timed steps. Graph nodes: one step's graph, leaves included (torch: autograd "
+              "median of the timed steps; the fast implementations take turns, in rounds of a few steps "
+              "each, so the machine's load reaches them alike. Graph nodes: one step's graph, leaves "
+              "included (torch: autograd "
               "nodes, one per tensor op; fg.compile: its tape's nodes; fg.vmap: the eager graph's count; "
               "none for NumPy and JAX). Speedup vs numpy: over the hand-written NumPy step, the floor. "
               "GC off: a collection between steps, untimed, frees micrograd's "
