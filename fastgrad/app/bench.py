@@ -33,24 +33,22 @@ from fastgrad.app.backends import (
 
 
 def _time_steps(backend: Any, repeats: int, gc_enabled: bool) -> list[float]:
-    """Seconds of `repeats` steps, sorted, each freeing its graph; one full collection before the steps.
-    GC on: no collection between steps but the GC's own (each step pays for collecting its predecessors'
-    garbage, as in a training loop). GC off: off throughout; before each step, untimed, a collection of the
-    youngest generation, which then holds everything the previous step allocated (micrograd's cyclic graph)
-    and nothing older, so it does not walk the rest of the heap."""
-    from fastgrad.app.workloads import gc_policy
-
+    """Seconds of `repeats` steps, each freeing its graph, under the GC policy the caller set
+    (`workloads.gc_policy`, which makes one full collection first). GC on: no collection between steps but
+    the GC's own (each step pays for collecting its predecessors' garbage, as in a training loop). GC off:
+    off throughout; before each step, untimed, a collection of the youngest generation, which then holds
+    everything the previous step allocated (micrograd's cyclic graph) and nothing older, so it does not
+    walk the rest of the heap."""
     clock = time.perf_counter
     times = []
-    with gc_policy(gc_enabled):
-        for _ in range(repeats):
-            if not gc_enabled:
-                gc.collect(0)
-            t0 = clock()
-            out = backend.train_step()
-            del out  # freeing the graph is part of the step
-            times.append(clock() - t0)
-    return sorted(times)
+    for _ in range(repeats):
+        if not gc_enabled:
+            gc.collect(0)
+        t0 = clock()
+        out = backend.train_step()
+        del out  # freeing the graph is part of the step
+        times.append(clock() - t0)
+    return times
 
 
 def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None
@@ -142,7 +140,8 @@ def _threads_for(name: str) -> Iterator[None]:
 def _time_in_turns(fast: list[tuple[dict[str, Any], Callable[[], Any]]], warmup: int, repeats: int,
                    rounds: int) -> None:
     """`_time_backend` for several implementations at once: for the GC on, then off, a fresh backend of each
-    (warmed up), then `rounds` rounds in which each times a block of `repeats // rounds` steps in turn."""
+    (warmed up), then `rounds` rounds in which each, in turn, takes one untimed step and times a block of
+    `repeats // rounds` steps."""
     block = max(1, repeats // rounds)
     for prefix, gc_enabled in (("", True), ("gc_off_", False)):
         live = []
@@ -156,10 +155,13 @@ def _time_in_turns(fast: list[tuple[dict[str, Any], Callable[[], Any]]], warmup:
                     del out  # nothing of a step's graph may stay alive into the timed steps
             live.append(backend)
         times: list[list[float]] = [[] for _ in fast]
-        for _ in range(rounds):
-            for (row, _), backend, own in zip(fast, live, times):
-                with _threads_for(row["implementation"]):
-                    own += _time_steps(backend, block, gc_enabled)
+        with workloads.gc_policy(gc_enabled):
+            for _ in range(rounds):
+                for (row, _), backend, own in zip(fast, live, times):
+                    with _threads_for(row["implementation"]):
+                        # one untimed step first: the others' turns left the caches holding their data
+                        _time_steps(backend, 1, gc_enabled)
+                        own += _time_steps(backend, block, gc_enabled)
         del live
         for (row, _), own in zip(fast, times):
             own.sort()
