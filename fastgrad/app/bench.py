@@ -241,8 +241,8 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         print(f"A chain of {op_overhead.CHAIN} links of one op on 4x4 float64 arrays, forward + backward "
               "(`.sum().backward()`; NumPy: the same chain storing what its backward needs, then the "
               "backward by hand), per op. Overhead: fastgrad - numpy (negative: fastgrad's C loop beats "
-              "NumPy's per-call cost). The sum link is two ops (sum, 0-d add). Best of repeats; torch eager "
-              "on one thread.\n", file=out)
+              "NumPy's per-call cost). The sum link is two ops (sum, 0-d add). Best of repeats, the "
+              "implementations taking turns in each; torch eager on one thread.\n", file=out)
         print(op_overhead.op_overhead_table(tensor_ops), file=out)
         print("\n" + "\n".join(op_overhead.op_overhead_targets(tensor_ops)), file=out)
         out.flush()
@@ -277,7 +277,8 @@ def _digits_section(quick: bool, out: TextIO) -> list[dict[str, Any]]:
     print(f"{digits.DIGITS_WORKLOAD}: scikit-learn's 8x8 digits / 16, {first['train_rows']} training rows "
           f"({first['batches']} batches), {first['test_rows']} test rows, cross-entropy, Adam lr 1e-3; every "
           "implementation from the same weights on the same batches. One untimed warm-up epoch, then the "
-          "median of the timed epochs (a new shuffle each); vs numpy: time / the hand-written NumPy epoch's "
+          "median of the timed epochs (a new shuffle each; the implementations take turns); vs numpy: "
+          "time / the hand-written NumPy epoch's "
           "(lower is better). Test accuracy after the timed epochs. NumPy's BLAS and torch on one thread.\n",
           file=out)
     print(digits.digits_table(rows), file=out)

@@ -235,9 +235,10 @@ def digits_implementations(weights: Weights, X: np.ndarray, y: np.ndarray
 def bench_digits_epoch(quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None
                        ) -> list[dict[str, Any]]:
     """Time one epoch of each implementation: one untimed warm-up epoch, then `repeats` timed epochs (each
-    a new shuffle, the training going on), GC on. Each row: "ms" (median epoch), "best_ms", "vs_numpy"
-    (ms / the NumPy epoch's ms: the slowdown over the floor), "last_loss" (the final batch's loss) and
-    "test_accuracy" after the timed epochs. Needs scikit-learn (ImportError without it)."""
+    a new shuffle, the training going on; the implementations take turns, epoch by epoch), GC on. Each
+    row: "ms" (median epoch), "best_ms", "vs_numpy" (ms / the NumPy epoch's ms: the slowdown over the
+    floor), "last_loss" (the final batch's loss) and "test_accuracy" after the timed epochs. Needs
+    scikit-learn (ImportError without it)."""
     from fastgrad.app.bench import _one_torch_thread
     from fastgrad.app.workloads import gc_policy
 
@@ -245,28 +246,37 @@ def bench_digits_epoch(quick: bool = False, seed: int = 0, progress: Callable[[s
     weights = initial_weights(seed)
     repeats = 3 if quick else 7
     clock = time.perf_counter
-    rows = []
+    names, trainers, losses = [], [], []
     for name, factory in digits_implementations(weights, X, y):
         if progress:
             progress(name)
         with _one_torch_thread(name == TORCH_NAME):
             trainer = factory()
-            losses = train_epoch(trainer, epoch_batches(len(X), 0, seed))
-            times = []
-            with gc_policy(True):
-                for epoch in range(1, repeats + 1):
-                    batches = epoch_batches(len(X), epoch, seed)  # untimed: the same for every trainer
+            losses.append(train_epoch(trainer, epoch_batches(len(X), 0, seed)))     # the warm-up epoch
+        names.append(name)
+        trainers.append(trainer)
+    # NOTE: the implementations take turns, epoch by epoch, so a change in the (shared) machine's load
+    # reaches each of them alike
+    times: list[list[float]] = [[] for _ in names]
+    with gc_policy(True):
+        for epoch in range(1, repeats + 1):
+            batches = epoch_batches(len(X), epoch, seed)  # untimed: the same for every trainer
+            for k, (name, trainer) in enumerate(zip(names, trainers)):
+                with _one_torch_thread(name == TORCH_NAME):
                     t0 = clock()
-                    losses = train_epoch(trainer, batches)
-                    times.append(clock() - t0)
+                    losses[k] = train_epoch(trainer, batches)
+                    times[k].append(clock() - t0)
+    rows = []
+    for name, trainer, own, last in zip(names, trainers, times, losses):
+        with _one_torch_thread(name == TORCH_NAME):
             acc = accuracy(trainer.logits(X_test), y_test)
-        del trainer
-        gc.collect()
-        times.sort()
+        own.sort()
         rows.append({"workload": DIGITS_WORKLOAD, "implementation": name, "epochs": repeats,
                      "batches": len(batches), "train_rows": len(X), "test_rows": len(X_test),
-                     "ms": 1e3 * times[len(times) // 2], "best_ms": 1e3 * times[0],
-                     "last_loss": losses[-1], "test_accuracy": acc})
+                     "ms": 1e3 * own[len(own) // 2], "best_ms": 1e3 * own[0],
+                     "last_loss": last[-1], "test_accuracy": acc})
+    del trainers
+    gc.collect()
     floor = next(r for r in rows if r["implementation"] == NUMPY_NAME)
     for r in rows:
         r["vs_numpy"] = r["ms"] / floor["ms"]

@@ -147,15 +147,17 @@ def numpy_chain(op: str, a: np.ndarray, b: np.ndarray, k: int = CHAIN
     return float(out), ga, gb
 
 
-def _best(run: Callable[[], Any], repeats: int, number: int) -> float:
-    """Seconds per call of `run`: the best over `repeats` of the mean of `number` calls."""
+def _best_in_turns(runs: list[Callable[[], Any]], repeats: int, number: int) -> list[float]:
+    """Seconds per call of each of `runs`: the best over `repeats` rounds of the mean of `number` calls; in
+    each round the runs take turns, so a change in the (shared) machine's load reaches each of them alike."""
     clock = time.perf_counter
-    best = float("inf")
+    best = [float("inf")] * len(runs)
     for _ in range(repeats):
-        t0 = clock()
-        for _ in range(number):
-            run()
-        best = min(best, (clock() - t0) / number)
+        for i, run in enumerate(runs):
+            t0 = clock()
+            for _ in range(number):
+                run()
+            best[i] = min(best[i], (clock() - t0) / number)
     return best
 
 
@@ -176,16 +178,16 @@ def bench_op_overhead(quick: bool = False, k: int = CHAIN, progress: Callable[[s
                 progress(op)
             a, b = op_inputs(op)
             A, B = fastgrad.Tensor(a, requires_grad=True), fastgrad.Tensor(b, requires_grad=True)
-            numpy_s = _best(partial(numpy_chain, op, a, b, k), repeats, number)
-            fastgrad_s = _best(partial(autodiff_chain, op, A, B, k), repeats, number)
-            torch_s = None
+            runs = [partial(numpy_chain, op, a, b, k), partial(autodiff_chain, op, A, B, k)]
             if have_torch:
                 import torch
 
-                with _one_torch_thread(True):
-                    TA = torch.tensor(a, dtype=torch.float64, requires_grad=True)
-                    TB = torch.tensor(b, dtype=torch.float64, requires_grad=True)
-                    torch_s = _best(partial(autodiff_chain, op, TA, TB, k), repeats, number)
+                TA = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+                TB = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+                runs.append(partial(autodiff_chain, op, TA, TB, k))
+            with _one_torch_thread(have_torch):
+                numpy_s, fastgrad_s, *rest = _best_in_turns(runs, repeats, number)
+            torch_s = rest[0] if rest else None
             ops = k * OPS_PER_LINK[op]
             rows.append({"workload": OVERHEAD_WORKLOAD, "op": op, "link": LINKS[op], "chain": k,
                          "ops_per_link": OPS_PER_LINK[op], "repeats": repeats,
