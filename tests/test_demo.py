@@ -408,3 +408,28 @@ def test_the_fast_moons_rows_are_timed_in_turns():
     for row in rows:
         assert row["repeats"] == 6 and row["nodes"] == 7
         assert 0 < row["best_ms"] <= row["ms"] and 0 < row["gc_off_best_ms"] <= row["gc_off_ms"]
+
+
+def test_the_slow_moons_rows_run_before_the_fast_turns(monkeypatch):
+    """The pure-Python rows are timed before the fast ones (whose turns import torch and jax, and a bigger
+    heap slows a pure-Python engine under the cyclic GC); the rows keep the implementations' order."""
+    log = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def train_step(self):
+            log.append(self.name)
+            return (None,)
+
+        def graph_nodes(self):
+            return 1
+
+    impls = [("fast1", lambda: Fake("fast1"), 0), (backends.REFERENCE_NAME, lambda: Fake("slow"), 2),
+             (backends.NUMPY_NAME, lambda: Fake("fast2"), 0)]
+    monkeypatch.setattr(bench, "moons_step_implementations", lambda *a: impls)
+    rows = bench.bench_moons_step(quick=True)
+    assert [r["implementation"] for r in rows] == [name for name, _, _ in impls]
+    last_slow = max(i for i, name in enumerate(log) if name == "slow")
+    assert set(log[:last_slow + 1]) == {"slow"} and {"fast1", "fast2"} <= set(log[last_slow + 1:])
