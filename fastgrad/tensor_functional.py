@@ -15,6 +15,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from fastgrad import _engine
 from fastgrad.tensor import Tensor, _make, _operand, log_softmax, logsumexp, softmax
 
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "log_softmax", "logsumexp", "mse_loss",
@@ -235,6 +236,9 @@ def _cross_entropy_mean(input: Tensor, target: np.ndarray, ignore_index: int) ->
     """`cross_entropy`'s most common case, with fewer NumPy calls and the same bits: float64 logits (N, C),
     N integer targets all in [0, C), no weight, no smoothing, the mean. None for anything else (the general
     path then checks and raises)."""
+    fast = _engine._tensor_cross_entropy(input, target, ignore_index)       # C-contiguous logits
+    if fast is not None:
+        return fast
     x = input.data
     if x.dtype != np.float64 or x.ndim != 2 or target.dtype.kind not in "iu" or target.shape != x.shape[:1]:
         return None

@@ -351,3 +351,44 @@ def test_register_refuses_a_class_whose_slots_it_cannot_share():
             T._engine._tensor_register(cls, T._binary, T._unary, T._matmul, None)
     t = fg.Tensor(np.ones((2, 2)), requires_grad=True)     # the registration is unchanged: fast paths still
     assert type(_engine._tensor_rule((t * t)._node)) is _engine.ElemRule
+
+
+def test_cross_entropy_takes_its_c_rule_with_the_general_paths_bits():
+    from fastgrad.tensor_functional import cross_entropy
+    x = RNG.standard_normal((6, 4)) * 3
+    t = np.array([0, 3, 1, 2, 3, 0])
+    y = cross_entropy(fg.Tensor(x, requires_grad=True), t)
+    assert type(_engine._tensor_rule(y._node)) is _engine.CrossEntropyRule
+    specials = x.copy()
+    specials[1, 2], specials[2] = np.nan, [1000.0, -1000.0, 0.0, -0.0]
+    specials[3], specials[4] = [np.inf, 0.0, 1.0, 2.0], [-np.inf] * 4
+    for logits in (x, specials, x[:1, :1], np.full((3, 5), -1000.0)):
+        labels = t[:logits.shape[0]] % logits.shape[1]
+        for targets in (labels, labels.astype(np.uint8), labels.astype(np.int32)):
+            fast_y, (fast_g,) = _grads(lambda z, t=targets: cross_entropy(z, t), logits)
+            as_list = targets.tolist()                  # a list: the general path
+            with np.errstate(invalid="ignore"):        # inf - inf in the general path's NumPy calls
+                slow_y, (slow_g,) = _grads(lambda z, t=as_list: cross_entropy(z, t), logits)
+            assert np.array_equal(fast_y, slow_y, equal_nan=True)
+            assert np.array_equal(fast_g, slow_g, equal_nan=True)
+    with fg.no_grad():
+        assert cross_entropy(fg.Tensor(x, requires_grad=True), t)._node is None
+
+
+def test_cross_entropy_leaves_what_it_cannot_take_to_the_general_path():
+    from fastgrad.tensor_functional import cross_entropy
+    x = fg.Tensor(RNG.standard_normal((3, 4)), requires_grad=True)
+    assert _engine._tensor_cross_entropy(x, np.array([0, 1, 2]), -100) is not None
+    for target, ignore in ((np.array([0, 1, 4]), -100), (np.array([0, -1, 2]), -100),
+                           (np.array([0, 1]), -100),
+                           (np.array([True, False, True]), -100), (np.array([0.0, 1.0, 2.0]), -100),
+                           (np.array([[0, 1, 2]]), -100), (np.array([0, 1, 2]), 1), ([0, 1, 2], -100),
+                           (np.array([0, 1, 2], dtype=np.uint64) + np.uint64(2**63), -100)):
+        assert _engine._tensor_cross_entropy(x, target, ignore) is None
+    f_ordered = fg.Tensor(np.ones((3, 4)))
+    f_ordered.data = np.asfortranarray(RNG.standard_normal((3, 4)))     # Tensor() itself makes C copies
+    for logits in (f_ordered, fg.Tensor(np.ones((3, 4), np.float32)), fg.Tensor(np.ones(4)),
+                   fg.Tensor(np.ones((0, 4))), fg.Tensor(np.ones((3, 0))), np.ones((3, 4))):
+        assert _engine._tensor_cross_entropy(logits, np.array([0, 1, 2]), -100) is None
+    with pytest.raises(IndexError, match="out of bounds"):
+        cross_entropy(x, np.array([0, 1, 4]))

@@ -157,6 +157,8 @@ cdef int run_tensor_rule(i64 j, TensorRule rule, intp wk, bint keep_leaves, intp
         return run_total_rule(j, <TotalRule>rule, g, adj, wk, keep_leaves, pending)
     if type(rule) is LinearRule:
         return run_linear_rule(j, <LinearRule>rule, g, adj, wk, keep_leaves, pending)
+    if type(rule) is CrossEntropyRule:
+        return run_cross_entropy_rule(j, <CrossEntropyRule>rule, g, adj, wk, keep_leaves, pending)
     grads = rule.backward(g)
     cdef intp n = <intp>A.p1[j], m
     if len(grads) != n:
@@ -805,4 +807,103 @@ cdef int run_linear_rule(i64 j, LinearRule r, object g, dict adj, intp wk, bint 
                 for s in range(h):
                     d[s] += e[row + s]
         settle(pb, kind, db, adj, wk, keep_leaves, pending)
+    return 0
+
+
+# ---- the mean cross-entropy of logits and class indices ----
+
+cdef class CrossEntropyRule(TensorRule):
+    """``cross_entropy(x, t)`` with the mean over rows: float64 logits (N, C), integer targets in [0, C)."""
+    cdef object x               # the logits (the gradient's shape)
+    cdef object e, s            # exp(x - row max) (N, C) and its row sums (N, 1)
+    cdef object t               # the targets, an int64 C array (N,)
+    cdef f64 scale              # 1 / N
+
+
+cdef object _np_exp = np.exp
+cdef object _np_log = np.log
+
+
+def _tensor_cross_entropy(x, target, ignore_index):
+    """``tensor_functional.cross_entropy(x, target)`` with the mean, no weight and no smoothing, as one node:
+    ``x`` a float64 C-contiguous Tensor (N, C), N, C >= 1, ``target`` an integer ndarray (N,) of classes in
+    [0, C) none of which is ``ignore_index``. The same NumPy calls for exp, the row sums, log and the total
+    as the general path, and the same IEEE operations in the same order between them: the same bits. None
+    for anything else (the caller then takes the general path, which checks and raises)."""
+    cdef intp n, c, i, k
+    cdef const i64* tp
+    cdef const f64* row
+    cdef f64* zp
+    cdef f64 m, v
+    cdef CrossEntropyRule rule
+    if type(x) is not _Tensor or not cnp.PyArray_Check(target):
+        return None
+    a = (<TensorBase>x)._data
+    if not (FG_F64C(a) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2 and cnp.PyArray_NDIM(<cnp.ndarray>target) == 1
+            and (cnp.PyArray_ISINTEGER(<cnp.ndarray>target) and not cnp.PyArray_ISBOOL(<cnp.ndarray>target))):
+        return None
+    n, c = cnp.PyArray_DIMS(<cnp.ndarray>a)[0], cnp.PyArray_DIMS(<cnp.ndarray>a)[1]
+    if n == 0 or c == 0 or cnp.PyArray_DIMS(<cnp.ndarray>target)[0] != n:
+        return None
+    if cnp.PyArray_TYPE(<cnp.ndarray>target) == cnp.NPY_UINT64 and np.any(target > 2**62):
+        return None                     # would wrap on the cast below
+    t = np.ascontiguousarray(target, dtype=np.int64)
+    tp = <const i64*>cnp.PyArray_DATA(<cnp.ndarray>t)
+    ignore = ignore_index if type(ignore_index) is int else -1
+    for i in range(n):
+        if tp[i] < 0 or tp[i] >= c or (0 <= ignore < c and tp[i] == ignore):
+            return None
+    # z = x - its row's max (NaN if the row has one, as NumPy's max)
+    z = empty_as(a)
+    zp = fptr(z)
+    for i in range(n):
+        row = fptr(a) + i * c
+        m = row[0]
+        for k in range(c):
+            v = row[k]
+            if v != v:
+                m = v
+                break
+            if v > m:
+                m = v
+        for k in range(c):
+            zp[i * c + k] = row[k] - m
+    e = _np_exp(z)
+    s = _np_add_reduce(e, 1, None, None, True)          # e.sum(axis=1, keepdims=True)
+    log_s = _np_log(s)
+    terms = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(<cnp.ndarray>t), cnp.NPY_DOUBLE, 0)
+    for i in range(n):
+        fptr(terms)[i] = fptr(log_s)[i] - zp[i * c + tp[i]]
+    cdef f64 scale = 1.0 / <f64>n
+    y = cnp.PyArray_ZEROS(0, NULL, cnp.NPY_DOUBLE, 0)
+    fptr(y)[0] = <f64>float(_np_add_reduce(terms, None)) * scale
+    na = (<TensorBase>x)._node
+    if na is None or not grad_enabled():
+        return new_tensor(y, None)
+    rule = CrossEntropyRule.__new__(CrossEntropyRule)
+    rule.name = "cross_entropy"
+    rule.x, rule.e, rule.s, rule.t, rule.scale = a, e, s, t, scale
+    return tensor_op(y, na, None, rule)
+
+
+cdef int run_cross_entropy_rule(i64 j, CrossEntropyRule r, object g, dict adj, intp wk, bint keep_leaves,
+                                intp* pending) except -1:
+    """The general path's gradient, ``(e / s - onehot(t)) * (g * scale)``, added into the logits' adjoint."""
+    cdef i64 p = args_of(j)[0]
+    cdef int kind = DEST_DROP
+    cdef f64 gs = <f64>float(np.asarray(g).reshape(())) * r.scale
+    cdef intp n = cnp.PyArray_DIMS(<cnp.ndarray>r.e)[0], c = cnp.PyArray_DIMS(<cnp.ndarray>r.e)[1], i, k
+    cdef const f64* e = fptr(r.e)
+    cdef const f64* s = fptr(r.s)
+    cdef const i64* t = <const i64*>cnp.PyArray_DATA(<cnp.ndarray>r.t)
+    cdef f64 v
+    d = tensor_dest(p, r.x, adj, keep_leaves, &kind)
+    cdef f64* dp = fptr(d)
+    for i in range(n):
+        for k in range(c):
+            v = e[i * c + k] / s[i]
+            if k == t[i]:
+                v = v - 1.0
+            dp[i * c + k] += v * gs
+    settle(p, kind, d, adj, wk, keep_leaves, pending)
     return 0
