@@ -384,11 +384,8 @@ def _small():
     return backends.initial_weights(2, (16, 16), 0), X, y, 100
 
 
-def test_the_fast_moons_rows_are_timed_in_turns():
-    """bench._time_in_turns: each implementation warmed up on a fresh backend, then rounds in which each
-    times a block of steps in turn (for the GC on, then off), so a change of load reaches every row alike."""
-    log = []
-
+def _logging_backend(log, nodes):
+    """A moons-step backend class whose steps append its name to `log` (no work, `nodes` graph nodes)."""
     class Fake:
         def __init__(self, name):
             self.name = name
@@ -398,7 +395,16 @@ def test_the_fast_moons_rows_are_timed_in_turns():
             return (None,)
 
         def graph_nodes(self):
-            return 7
+            return nodes
+
+    return Fake
+
+
+def test_the_fast_moons_rows_are_timed_in_turns():
+    """bench._time_in_turns: each implementation warmed up on a fresh backend, then rounds in which each
+    times a block of steps in turn (for the GC on, then off), so a change of load reaches every row alike."""
+    log = []
+    Fake = _logging_backend(log, nodes=7)
 
     rows = [{"implementation": "a"}, {"implementation": "b"}]
     bench._time_in_turns([(rows[0], lambda: Fake("a")), (rows[1], lambda: Fake("b"))], warmup=1, repeats=6,
@@ -414,17 +420,7 @@ def test_the_slow_moons_rows_run_before_the_fast_turns(monkeypatch):
     """The pure-Python rows are timed before the fast ones (whose turns import torch and jax, and a bigger
     heap slows a pure-Python engine under the cyclic GC); the rows keep the implementations' order."""
     log = []
-
-    class Fake:
-        def __init__(self, name):
-            self.name = name
-
-        def train_step(self):
-            log.append(self.name)
-            return (None,)
-
-        def graph_nodes(self):
-            return 1
+    Fake = _logging_backend(log, nodes=1)
 
     impls = [("fast1", lambda: Fake("fast1"), 0), (backends.REFERENCE_NAME, lambda: Fake("slow"), 2),
              (backends.NUMPY_NAME, lambda: Fake("fast2"), 0)]
