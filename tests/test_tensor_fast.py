@@ -383,7 +383,8 @@ def test_cross_entropy_leaves_what_it_cannot_take_to_the_general_path():
                            (np.array([0, 1]), -100),
                            (np.array([True, False, True]), -100), (np.array([0.0, 1.0, 2.0]), -100),
                            (np.array([[0, 1, 2]]), -100), (np.array([0, 1, 2]), 1), ([0, 1, 2], -100),
-                           (np.array([0, 1, 2], dtype=np.uint64) + np.uint64(2**63), -100)):
+                           (np.array([0, 1, 2], dtype=np.uint64) + np.uint64(2**63), -100),
+                           (np.array([0, 1, 2]), True), (np.array([0, 1, 2]), np.int64(1))):
         assert _engine._tensor_cross_entropy(x, target, ignore) is None
     f_ordered = fg.Tensor(np.ones((3, 4)))
     f_ordered.data = np.asfortranarray(RNG.standard_normal((3, 4)))     # Tensor() itself makes C copies
@@ -392,3 +393,6 @@ def test_cross_entropy_leaves_what_it_cannot_take_to_the_general_path():
         assert _engine._tensor_cross_entropy(logits, np.array([0, 1, 2]), -100) is None
     with pytest.raises(IndexError, match="out of bounds"):
         cross_entropy(x, np.array([0, 1, 4]))
+    for ignore in (True, np.int64(1), 2**70, -2**70):          # the same answer as the general path
+        assert np.array_equal(cross_entropy(x, np.array([0, 1, 2]), ignore_index=ignore).data,
+                              cross_entropy(x, [0, 1, 2], ignore_index=ignore).data)

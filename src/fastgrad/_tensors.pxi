@@ -849,7 +849,9 @@ def _tensor_cross_entropy(x, target, ignore_index):
         return None                     # would wrap on the cast below
     t = np.ascontiguousarray(target, dtype=np.int64)
     tp = <const i64*>cnp.PyArray_DATA(<cnp.ndarray>t)
-    ignore = ignore_index if type(ignore_index) is int else -1
+    if type(ignore_index) is not int:       # a bool, a NumPy integer: the general path's rules decide
+        return None
+    ignore = ignore_index
     for i in range(n):
         if tp[i] < 0 or tp[i] >= c or (0 <= ignore < c and tp[i] == ignore):
             return None
