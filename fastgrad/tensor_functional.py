@@ -168,9 +168,9 @@ def cross_entropy(input: Any, target: Any, weight: Any = None, *, ignore_index: 
     target count that differs from N, a ``weight`` not of length C, ε outside [0, 1] or a bad ``reduction``.
     """
     name = "cross_entropy"
-    if (weight is None and reduction == "mean" and label_smoothing == 0.0 and type(input) is Tensor
-            and type(target) is np.ndarray):
-        fast = _cross_entropy_mean(input, target, ignore_index)
+    if weight is None and reduction == "mean" and label_smoothing == 0.0:
+        # the common case, one engine node (None: it declined, for the general path to decide)
+        fast = _engine._tensor_cross_entropy(input, target, ignore_index)
         if fast is not None:
             return fast
     _check_reduction(reduction, name)
@@ -230,36 +230,6 @@ def cross_entropy(input: Any, target: Any, weight: Any = None, *, ignore_index: 
         grad = (q.sum(axis=1, keepdims=True) * (e / s) - q) * gr
         return (grad.reshape(x.shape),)
     return _make(name, out, [ox], backward)
-
-
-def _cross_entropy_mean(input: Tensor, target: np.ndarray, ignore_index: int) -> Optional[Tensor]:
-    """`cross_entropy`'s most common case, with fewer NumPy calls and the same bits: float64 logits (N, C),
-    N integer targets all in [0, C), no weight, no smoothing, the mean. None for anything else (the general
-    path then checks and raises)."""
-    fast = _engine._tensor_cross_entropy(input, target, ignore_index)       # C-contiguous logits
-    if fast is not None:
-        return fast
-    x = input.data
-    if x.dtype != np.float64 or x.ndim != 2 or target.dtype.kind not in "iu" or target.shape != x.shape[:1]:
-        return None
-    n, n_classes = x.shape
-    if n == 0 or n_classes == 0 or target.min() < 0 or target.max() >= n_classes or \
-            (0 <= ignore_index < n_classes and (target == ignore_index).any()):
-        return None
-    rows = np.arange(n)
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=1, keepdims=True)
-    terms = np.log(s)[:, 0] - z[rows, target]        # -(z - log s)[row, target]: the same IEEE value
-    scale = 1.0 / n
-    out = np.asarray(terms.sum() * scale)
-
-    def backward(g: np.ndarray) -> Tuple[np.ndarray]:
-        grad = e / s
-        grad[rows, target] -= 1.0
-        grad *= g * scale
-        return (grad,)
-    return _make("cross_entropy", out, [input], backward)
 
 
 def _smoothing(value: Any, name: str) -> float:
