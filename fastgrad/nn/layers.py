@@ -448,26 +448,24 @@ class Linear(Module):
 
     def _batch(self, x: Any) -> Tensor:
         """The Tensor-parameter forward: one fused engine node for float64 batches."""
-        # the common case first, checked in C: a float64 batch Tensor whose rows fit the weight
-        y = _engine._tensor_linear(x, self.weight, self.bias)
-        if y is not None:
-            return y
         if not isinstance(x, Tensor):
             try:
                 x = Tensor(x)
             except TypeError as exc:
                 raise TypeError(f"{_name(self)} takes a batch of rows (a 2-D array or Tensor of real "
                                 f"numbers): {exc}") from None
+        # the common case first, checked in C: a float64 batch whose rows fit the weight
+        y = _engine._tensor_linear(x, self.weight, self.bias)
+        if y is not None:
+            return y
         if x.ndim not in (1, 2) or (x.shape[-1] if x.ndim else 0) != self.in_features:
             raise ValueError(f"{_name(self)} expects rows of {_plural(self.in_features, 'feature')} (a batch "
                              f"of shape (N, {self.in_features})), got shape {x.shape}")
         if x.ndim == 1:
             return self._batch(x.reshape(1, self.in_features)).reshape(self.out_features)
-        y = _engine._tensor_linear(x, self.weight, self.bias)
-        if y is None:       # float32 and other layouts: the general ops
-            y = x @ self.weight.T
-            if self.bias is not None:
-                y = y + self.bias
+        y = x @ self.weight.T       # float32 and other layouts (the fused node declined): the general ops
+        if self.bias is not None:
+            y = y + self.bias
         return y
 
     def extra_repr(self) -> str:
