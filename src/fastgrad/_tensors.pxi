@@ -82,17 +82,24 @@ def _tensor_rule(Var v):
     return rule if isinstance(rule, TensorRule) else None
 
 
+cdef object leaf_grad(object t, str caller):
+    """Tensor ``t``'s gradient array, or None (no node, not a leaf, or no gradient yet: its dtype).
+    TypeError naming ``caller`` for an item that is not a Tensor."""
+    if not isinstance(t, TensorBase):
+        raise TypeError(f"{caller} takes Tensors, got {type(t).__name__}")
+    node = (<TensorBase>t)._node
+    if node is None:
+        return None
+    g = _tensor_grads.get(idx_of(<Var>node))
+    return g if g is not None and cnp.PyArray_Check(g) else None
+
+
 def _tensor_zero_grads(tensors):
     """Fill the gradient of each Tensor leaf in ``tensors`` with zeros, in place (one without a gradient
     yet keeps none): ``optimizer.zero_grad()``'s loop. TypeError for an item that is not a Tensor."""
     for t in tensors:
-        if not isinstance(t, TensorBase):
-            raise TypeError(f"_tensor_zero_grads takes Tensors, got {type(t).__name__}")
-        node = (<TensorBase>t)._node
-        if node is None:
-            continue
-        g = _tensor_grads.get(idx_of(<Var>node))
-        if g is None or not cnp.PyArray_Check(g):      # not a leaf, or no gradient yet (its dtype)
+        g = leaf_grad(t, "_tensor_zero_grads")
+        if g is None:
             continue
         if FG_F64W(g):
             if fsize(g):
@@ -107,18 +114,10 @@ def _tensor_param_grads(tensors):
     per parameter. TypeError for an item that is not a Tensor; ValueError if a gradient lost its data's
     shape."""
     cdef list out = []
-    cdef i64 i
     for t in tensors:
-        if not isinstance(t, TensorBase):
-            raise TypeError(f"_tensor_param_grads takes Tensors, got {type(t).__name__}")
-        node = (<TensorBase>t)._node
-        g = None
-        if node is not None:
-            i = idx_of(<Var>node)
-            if A.op[i] != OP_LEAF or A.aux[i] != FROZEN:
-                g = _tensor_grads.get(i)
-                if g is not None and not cnp.PyArray_Check(g):      # its dtype: no gradient yet
-                    g = None
+        g = leaf_grad(t, "_tensor_param_grads")
+        if g is not None and A.aux[idx_of(<Var>(<TensorBase>t)._node)] == FROZEN:     # a leaf, frozen
+            g = None
         if g is not None:
             data = (<TensorBase>t)._data
             if not (cnp.PyArray_Check(data) and same_shape(g, data)):
@@ -845,9 +844,7 @@ def _tensor_cross_entropy(x, target, ignore_index):
     n, c = cnp.PyArray_DIMS(<cnp.ndarray>a)[0], cnp.PyArray_DIMS(<cnp.ndarray>a)[1]
     if n == 0 or c == 0 or cnp.PyArray_DIMS(<cnp.ndarray>target)[0] != n:
         return None
-    if cnp.PyArray_TYPE(<cnp.ndarray>target) == cnp.NPY_UINT64 and np.any(target > 2**62):
-        return None                     # would wrap on the cast below
-    t = np.ascontiguousarray(target, dtype=np.int64)
+    t = np.ascontiguousarray(target, dtype=np.int64)   # a uint64 label >= 2**63 wraps negative: declined below
     tp = <const i64*>cnp.PyArray_DATA(<cnp.ndarray>t)
     if type(ignore_index) is not int:       # a bool, a NumPy integer: the general path's rules decide
         return None
