@@ -396,3 +396,21 @@ def test_cross_entropy_leaves_what_it_cannot_take_to_the_general_path():
     for ignore in (True, np.int64(1), 2**70, -2**70):          # the same answer as the general path
         assert np.array_equal(cross_entropy(x, np.array([0, 1, 2]), ignore_index=ignore).data,
                               cross_entropy(x, [0, 1, 2], ignore_index=ignore).data)
+
+
+def test_a_cross_entropy_backward_inside_a_running_backward_is_exact():
+    """Re-entrant: a rule's backward runs a backward through a cross_entropy C node of its own."""
+    from fastgrad.tensor_functional import cross_entropy
+    inner = fg.Tensor(RNG.standard_normal((3, 2)), requires_grad=True)
+    labels = np.array([0, 1, 0])
+
+    def rule(g):
+        cross_entropy(inner, labels).backward()
+        return (g,)
+
+    x = fg.Tensor(RNG.standard_normal((3, 2)), requires_grad=True)
+    cross_entropy(T._make("reenter", x.data.copy(), [x], rule), np.array([1, 0, 1])).backward()
+    for got, data, target in ((inner.grad, inner.data, labels.tolist()), (x.grad, x.data, [1, 0, 1])):
+        alone = fg.Tensor(data.copy(), requires_grad=True)
+        cross_entropy(alone, target).backward()                  # the general path, on its own
+        np.testing.assert_array_equal(got, alone.grad)
