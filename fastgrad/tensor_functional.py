@@ -168,7 +168,8 @@ def cross_entropy(input: Any, target: Any, weight: Any = None, *, ignore_index: 
     target count that differs from N, a ``weight`` not of length C, ε outside [0, 1] or a bad ``reduction``.
     """
     name = "cross_entropy"
-    if weight is None and reduction == "mean" and label_smoothing == 0.0:
+    # NOTE: _smoothing checks label_smoothing as the general path does (a bool is a TypeError there too)
+    if weight is None and reduction == "mean" and _smoothing(label_smoothing, name) == 0.0:
         # the common case, one engine node (None: it declined, for the general path to decide)
         fast = _engine._tensor_cross_entropy(input, target, ignore_index)
         if fast is not None:

@@ -414,3 +414,12 @@ def test_a_cross_entropy_backward_inside_a_running_backward_is_exact():
         alone = fg.Tensor(data.copy(), requires_grad=True)
         cross_entropy(alone, target).backward()                  # the general path, on its own
         np.testing.assert_array_equal(got, alone.grad)
+
+
+def test_cross_entropy_checks_label_smoothing_before_its_fast_case():
+    from fastgrad.tensor_functional import cross_entropy
+    x = fg.Tensor(RNG.standard_normal((2, 3)))
+    for target in (np.array([0, 1]), [0, 1]):                  # the fast case and the general path alike
+        for bad in (False, np.bool_(False), "0"):
+            with pytest.raises(TypeError, match="label_smoothing must be a number"):
+                cross_entropy(x, target, label_smoothing=bad)
