@@ -138,6 +138,26 @@ def test_shared_subexpressions_constants_and_a_parameter_used_twice():
     assert_same_run(f, [w, b], (-0.3, -0.3))
 
 
+def test_chains_whose_operands_are_the_previous_position_replay_like_eager():
+    """The single replay keeps position i - 1's value and adjoint in a register. Every way a node can read
+    the node just before it: as its first operand, its second, both (y * y), after a SUM or DOT node, and
+    with the previous node also read by a later one (its adjoint gathers from two places)."""
+    w, b = fg.Var(0.3), fg.Var(-1.2)
+
+    def f(x, y):
+        s = x * w                    # a == i - 1 is not possible for the first node: both older
+        s = s * s                    # a == b == i - 1
+        s = b - s                    # b == i - 1, a older
+        t = s.tanh()                 # unary, a == i - 1
+        u = t * 0.5 + s              # MULC on i - 1, then ADD whose a is i - 1 and b older (s read twice)
+        v = fg.sum([u, w, y]) * u    # SUM, then MUL with a == i - 1 and b older
+        z = fg.dot([v, w], [x, v])   # DOT, then the chain continues through it
+        return (z + 1e-3).log1p() - v
+
+    assert_same_run(f, [w, b], (0.7, 1.9))
+    assert_same_run(f, [w, b], (-0.3, 0.0))
+
+
 def test_a_node_computed_outside_is_an_input_whose_gradient_reaches_its_leaves():
     w = fg.Var(1.5)
     c = w * 2.0                 # computed once, outside: eager mode backpropagates through it to w

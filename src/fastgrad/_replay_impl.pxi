@@ -10,17 +10,24 @@ from fastgrad._engine cimport FROZEN, Arena, Var, arena, node_index
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
-from fastgrad._ops cimport (N_OPS, OP_CUSTOM, OP_DOT, OP_LEAF, OP_SUM, op_adjoint_block, op_partials, op_value,
+from fastgrad._ops cimport (N_OPS, OP_CUSTOM, OP_DOT, OP_LEAF, OP_SUM, op_adjoint_block, op_grads, op_value,
                             op_value_block)
 from libc.stdint cimport INT32_MAX, int32_t as i32
 
 from fastgrad._types cimport f64, i64, u8, intp
 
 
+# The single replay's sweeps keep the value (forward) and the adjoint (reverse) of position i - 1 in a
+# register: in a chain of nodes, each reading the one before it, the next node then waits for one
+# arithmetic result instead of a store and a reload. The arithmetic is the same IEEE operations in the
+# same order as the eager sweep: the carried adjoint of i - 1 already holds every addition that the nodes
+# after i made to it, since the reverse sweep reaches node i last among them.
+
 cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
                         intp n, f64* v) noexcept nogil:
-    cdef intp i, m, s
-    cdef f64 y
+    cdef intp i, m, s, ai, bi
+    cdef f64 y = v[start - 1] if start > 0 else 0.0     # v[i - 1] at the top of each step
+    cdef f64 xa, xb
     cdef u8 o
     for i in range(start, n):
         o = op[i]
@@ -37,19 +44,31 @@ cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, 
         elif o == OP_LEAF:
             y = k[i]
         else:
-            y = op_value(o, v[a[i]], v[b[i]] if b[i] >= 0 else 0.0, k[i])
+            ai = a[i]
+            bi = b[i]
+            if ai == i - 1:
+                xa = y
+            else:
+                xa = v[ai]
+            if bi < 0:
+                xb = 0.0
+            elif bi == i - 1:
+                xb = y
+            else:
+                xb = v[bi]
+            y = op_value(o, xa, xb, k[i])
         v[i] = y
 
 
 cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
                         intp out, const f64* v, f64* g) noexcept nogil:
-    cdef intp i, m, s, x, w
-    cdef f64 gi, d0, d1
+    cdef intp i, m, s, x, w, ai, bi
+    cdef f64 gi, c0, c1, carry
     cdef u8 o
     i = out
+    gi = g[out] if out >= start else 0.0                 # g[i] at the top of each step
     while i >= start:
         o = op[i]
-        gi = g[i]
         if o == OP_SUM:
             s = a[i]
             for m in range(b[i]):
@@ -62,11 +81,32 @@ cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, 
                 g[w] += gi * v[x]
                 g[x] += gi * v[w]
         elif o != OP_LEAF:
-            op_partials(o, v[a[i]], v[b[i]] if b[i] >= 0 else 0.0, k[i], v[i], &d0, &d1)
-            g[a[i]] += gi * d0
-            if b[i] >= 0:
-                g[b[i]] += gi * d1
+            ai = a[i]
+            bi = b[i]
+            op_grads(o, v[ai], v[bi] if bi >= 0 else 0.0, k[i], v[i], gi, &c0, &c1)
+            # g[ai] += c0, then g[bi] += c1 (when there is a b): position i - 1 in a register
+            if ai == i - 1:
+                carry = g[ai] + c0
+                if bi == ai:
+                    carry = carry + c1
+                elif bi >= 0:
+                    g[bi] += c1
+                g[ai] = carry
+                gi = carry
+                i -= 1
+                continue
+            g[ai] += c0
+            if bi == i - 1:
+                carry = g[bi] + c1
+                g[bi] = carry
+                gi = carry
+                i -= 1
+                continue
+            if bi >= 0:
+                g[bi] += c1
         i -= 1
+        if i >= start:
+            gi = g[i]
 
 
 cdef int check_tape(const u8[::1] op, const i64[::1] a, const i64[::1] b, const f64[::1] k,
