@@ -423,3 +423,49 @@ def test_cross_entropy_checks_label_smoothing_before_its_fast_case():
         for bad in (False, np.bool_(False), "0"):
             with pytest.raises(TypeError, match="label_smoothing must be a number"):
                 cross_entropy(x, target, label_smoothing=bad)
+
+
+def _bits(x):
+    return np.asarray(x, dtype=np.float64).reshape(-1).view(np.int64).tolist()
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (7,), (8,), (9,), (100, 1), (16, 16), (129,), (3, 5, 7),
+                                   (1000, 9), (70001,)])
+def test_whole_array_totals_have_numpys_bits(shape):
+    """sum() and mean() of a float64 C-contiguous Tensor add in C with NumPy's pairwise order: the bits of
+    np.add.reduce (values spread over 60 binades, so every rounding shows), and of the C total turned off."""
+    assert _engine._total_like_numpy(), "the import-time check found NumPy's summation changed"
+    a = RNG.standard_normal(shape) * np.exp2(RNG.integers(-30, 30, size=shape))
+    t = fg.Tensor(a, requires_grad=True)
+    want_sum, want_mean = np.add.reduce(a, None), np.add.reduce(a, None) / max(a.size, 1)
+    got = [t.sum().data, t.mean().data] if a.size else [t.sum().data]
+    assert _bits(got[0]) == _bits(want_sum)
+    if a.size:
+        assert _bits(got[1]) == _bits(want_mean)
+    try:
+        _engine._total_like_numpy(False)
+        assert _bits(t.sum().data) == _bits(got[0])
+    finally:
+        _engine._total_like_numpy(True)
+
+
+@pytest.mark.parametrize("values", [[-0.0], [-0.0] * 9, [0.0, -0.0], [np.inf, -np.inf], [np.nan, 1.0],
+                                    [np.inf] * 200, [5e-324] * 130, [1e308] * 3, [1.0, np.nan] * 70])
+def test_whole_array_totals_of_ieee_edges_have_numpys_bits(values):
+    a = np.array(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = np.add.reduce(a, None)
+    assert _bits(fg.Tensor(a).sum().data) == _bits(want)
+
+
+def test_the_total_check_refuses_a_summation_that_differs():
+    """The import-time check compares against np.add.reduce: a NumPy that summed otherwise (here: in
+    order) turns the C total off, and totals then come from NumPy itself."""
+    a = np.linspace(-1.0, 1.0, 1000) ** 3 * 1e10 + 0.1
+    try:
+        assert _engine._check_total_like_numpy(lambda x, axis: sum(x.tolist())) is False
+        assert not _engine._total_like_numpy()
+        assert _bits(fg.Tensor(a).sum().data) == _bits(np.add.reduce(a, None))
+        assert sum(a.tolist()) != np.add.reduce(a, None)      # the two summations differ on this array
+    finally:
+        assert _engine._check_total_like_numpy() is True

@@ -223,6 +223,84 @@ cdef object _np_add_reduce = np.add.reduce
 cdef object _F64 = np.dtype(np.float64)
 
 
+# ---- a whole-array float64 sum with NumPy's bits, without its per-call cost ----
+#
+# np.add.reduce over a contiguous float64 array is NumPy's pairwise summation (pairwise_sum in its umath
+# loops) added to the identity 0.0. Its call costs ~1.5 us of argument parsing and iterator setup; the same
+# summation here costs what the additions cost. The fast paths use it only when a self-check at import
+# (_check_total_like_numpy, below) found its bits equal to this NumPy's on arrays of every size class;
+# otherwise they call np.add.reduce, as before.
+
+cdef bint total_like_numpy = False
+
+
+cdef f64 pairwise_sum(const f64* a, intp n) noexcept nogil:
+    """NumPy's pairwise summation of ``a[:n]``: fewer than 8 values in order; up to 128 as 8 running sums
+    over blocks of 8, combined as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the rest in
+    order; more than 128 as the sum of two halves, cut at a multiple of 8 (depth: log2(n / 128) levels)."""
+    cdef intp i, j, n2
+    cdef f64 res
+    cdef f64 r[8]
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res = res + a[i]
+        return res
+    if n <= 128:
+        for j in range(8):
+            r[j] = a[j]
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] = r[j] + a[i + j]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res = res + a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2)
+
+
+cdef inline f64 f64_total(object a) except? -1.0:
+    """The sum of every value of ``a``, a C-contiguous float64 ndarray: np.add.reduce(a, None)'s bits."""
+    if total_like_numpy:
+        return 0.0 + pairwise_sum(fptr(a), fsize(a))
+    return <f64>float(_np_add_reduce(a, None))
+
+
+def _check_total_like_numpy(reference=None):
+    """Turn the C total on when it gives np.add.reduce's bits on this NumPy (``reference(a, None)``: for
+    tests, another summation), for arrays of every size class of the summation (below 8, up to 128,
+    halved once and many times, not multiples of 8) and of values that cancel; returns whether it did."""
+    global total_like_numpy
+    cdef intp q
+    cdef f64 got, want
+    rng = np.random.default_rng(20261130)
+    total_like_numpy = False
+    for n in (*range(0, 140), 255, 256, 257, 1000, 4099, 8193, 70001):
+        x = rng.standard_normal(n) * np.exp2(rng.integers(-30, 30, size=n))
+        got = 0.0 + pairwise_sum(fptr(x), n)
+        want = <f64>float((_np_add_reduce if reference is None else reference)(x, None))
+        if (<i64*>&got)[0] != (<i64*>&want)[0]:
+            return False
+    total_like_numpy = True
+    return True
+
+
+def _total_like_numpy(value=None):
+    """Whether whole-array totals use the C summation (tests: ``value`` turns it on or off)."""
+    global total_like_numpy
+    if value is not None:
+        total_like_numpy = bool(value)
+    return total_like_numpy
+
+
+_check_total_like_numpy()
+
+
 cdef extern from *:
     """
     /* Give the subclass `sub` the binary-operator slots of its base `base` (see _tensor_register). */
@@ -701,7 +779,7 @@ def _tensor_total(x, bint mean):
         a = (<TensorBase>x)._data
         if FG_F64C(a) and fsize(a) > 0:
             n = fsize(a)
-            total = <f64>float(_np_add_reduce(a, None))     # a.sum() without its Python wrapper
+            total = f64_total(a)                            # a.sum(): NumPy's bits
             if mean:
                 total = total / <f64>n
             y = cnp.PyArray_ZEROS(0, NULL, cnp.NPY_DOUBLE, 0)
@@ -875,7 +953,7 @@ def _tensor_cross_entropy(x, target, ignore_index):
         fptr(terms)[i] = fptr(log_s)[i] - zp[i * c + tp[i]]
     cdef f64 scale = 1.0 / <f64>n
     y = cnp.PyArray_ZEROS(0, NULL, cnp.NPY_DOUBLE, 0)
-    fptr(y)[0] = <f64>float(_np_add_reduce(terms, None)) * scale
+    fptr(y)[0] = f64_total(terms) * scale
     na = (<TensorBase>x)._node
     if na is None or not grad_enabled():
         return new_tensor(y, None)
