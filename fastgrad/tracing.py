@@ -333,9 +333,7 @@ class Batched(_Traced):
         values = np.empty((n, len(tape.outputs))) if entry.aux_def is not None else None
         losses = tape.run_batch(X, self.backward and _engine._is_grad_enabled(), scale, self.block,
                                 self.threads or usable_cores(), values)
-        total = 0.0
-        for v in losses.tolist():
-            total += v
+        total = _replay.sum_in_order(losses)       # 0.0 + losses[0] + ..., in sample order
         loss = Var(total * scale if self.reduce == "mean" else total)
         if entry.aux_def is None:
             return loss

@@ -588,3 +588,22 @@ def test_random_graphs_batched_values_equal_eager_per_sample(program, points, pa
             assert a == pytest.approx(b, rel=1e-12, abs=1e-300)
         else:       # an inf or nan: the other order of the same sum gives an inf or nan too
             assert not math.isfinite(a) and not math.isfinite(b), (a, b)
+
+
+def test_sum_in_order_is_the_python_loop_bit_for_bit():
+    """fg.vmap totals its per-sample losses with _replay.sum_in_order: 0.0 + x[0] + x[1] + ... in order,
+    the bits of that loop over Python floats (values over many binades, so another order would differ)."""
+    from fastgrad import _replay
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(5000) * np.exp2(rng.integers(-40, 40, size=5000))
+    total = 0.0
+    for v in x.tolist():
+        total += v
+    assert _replay.sum_in_order(x) == total
+    assert _replay.sum_in_order(x) != math.fsum(x.tolist())       # the order matters on these values
+    assert math.copysign(1.0, _replay.sum_in_order(np.array([-0.0]))) == 1.0
+    assert _replay.sum_in_order(np.empty(0)) == 0.0
+    with pytest.raises(ValueError):
+        _replay.sum_in_order(np.zeros((2, 2)))
+    with pytest.raises(TypeError):
+        _replay.sum_in_order(None)

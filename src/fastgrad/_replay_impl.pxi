@@ -322,6 +322,16 @@ cdef class Tape:
         return y
 
 
+def sum_in_order(const f64[::1] x not None):
+    """``0.0 + x[0] + x[1] + ...``, left to right: the bits of that Python loop over the floats, without
+    making them (fg.vmap's total of the per-sample losses, in sample order)."""
+    cdef f64 total = 0.0
+    cdef intp s
+    for s in range(x.shape[0]):
+        total = total + x[s]
+    return total
+
+
 # ---------------------------------------------------------------------------------------------------------
 # batched replay: one tape (one sample's graph) over many samples, node-major
 # ---------------------------------------------------------------------------------------------------------
