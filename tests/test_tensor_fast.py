@@ -433,8 +433,8 @@ def _bits(x):
                                    (1000, 9), (70001,)])
 def test_whole_array_totals_have_numpys_bits(shape):
     """sum() and mean() of a float64 C-contiguous Tensor add in C with NumPy's pairwise order: the bits of
-    np.add.reduce (values spread over 60 binades, so every rounding shows), and of the C total turned off."""
-    assert _engine._total_like_numpy(), "the import-time check found NumPy's summation changed"
+    np.add.reduce (values spread over 60 binades, so every rounding shows), and of the C total turned off.
+    On a NumPy whose summation differs, the import-time check leaves totals to NumPy: the same bits too."""
     a = RNG.standard_normal(shape) * np.exp2(RNG.integers(-30, 30, size=shape))
     t = fg.Tensor(a, requires_grad=True)
     want_sum, want_mean = np.add.reduce(a, None), np.add.reduce(a, None) / max(a.size, 1)
@@ -442,11 +442,14 @@ def test_whole_array_totals_have_numpys_bits(shape):
     assert _bits(got[0]) == _bits(want_sum)
     if a.size:
         assert _bits(got[1]) == _bits(want_mean)
+    on = _engine._total_like_numpy()
     try:
         _engine._total_like_numpy(False)
         assert _bits(t.sum().data) == _bits(got[0])
     finally:
-        _engine._total_like_numpy(True)
+        _engine._total_like_numpy(on)
+    if not on:
+        pytest.skip(f"NumPy {np.__version__} sums in another order: its totals come from np.add.reduce")
 
 
 @pytest.mark.parametrize("values", [[-0.0], [-0.0] * 9, [0.0, -0.0], [np.inf, -np.inf], [np.nan, 1.0],
@@ -468,4 +471,15 @@ def test_the_total_check_refuses_a_summation_that_differs():
         assert _bits(fg.Tensor(a).sum().data) == _bits(np.add.reduce(a, None))
         assert sum(a.tolist()) != np.add.reduce(a, None)      # the two summations differ on this array
     finally:
-        assert _engine._check_total_like_numpy() is True
+        _engine._check_total_like_numpy()
+
+
+def test_the_c_total_is_on_for_the_numpy_versions_it_was_checked_against():
+    """NumPy 1.22.0 and 2.4.6 were checked to sum in the order the C total follows; on those and the
+    versions between them the import-time check must have turned it on (a broken C summation would turn
+    it off: right results, but NumPy's call cost). A later NumPy may sum otherwise: its totals come from
+    np.add.reduce, which the other tests check."""
+    version = tuple(int(p) for p in np.__version__.split(".")[:2])
+    if not (1, 22) <= version <= (2, 4):
+        pytest.skip(f"NumPy {np.__version__}: not one of the versions the C total was checked against")
+    assert _engine._total_like_numpy()
