@@ -232,6 +232,11 @@ cdef object _F64 = np.dtype(np.float64)
 # otherwise they call np.add.reduce, as before.
 
 cdef bint total_like_numpy = False
+# NOTE: arrays of more than TOTAL_C_MAX values are left to NumPy: some NumPy versions (2.0-2.2, seen in the
+# Python 3.9 and 3.10 wheel tests) sum larger arrays in another grouping, and the check below covers sizes up
+# to TOTAL_C_MAX + 1 only.
+cdef enum:
+    TOTAL_C_MAX = 8192
 
 
 cdef f64 pairwise_sum(const f64* a, intp n) noexcept nogil:
@@ -266,7 +271,7 @@ cdef f64 pairwise_sum(const f64* a, intp n) noexcept nogil:
 
 cdef inline f64 f64_total(object a) except? -1.0:
     """The sum of every value of ``a``, a C-contiguous float64 ndarray: np.add.reduce(a, None)'s bits."""
-    if total_like_numpy:
+    if total_like_numpy and fsize(a) <= TOTAL_C_MAX:
         return 0.0 + pairwise_sum(fptr(a), fsize(a))
     return <f64>float(_np_add_reduce(a, None))
 
