@@ -532,7 +532,10 @@ cdef int run_blocks(Tape t, const f64* X, intp N, const f64* ev, intp B, int nth
     if scratch == NULL:
         raise MemoryError()
     try:
-        for blk in prange(nblk, nogil=True, num_threads=nthreads, schedule="static"):
+        # NOTE: threads take the next free block (dynamic), not fixed halves: on a shared machine one core
+        # often runs slower than the other, and the fast thread then does more blocks. Which thread runs a
+        # block changes nothing in the result (each block writes only its own rows).
+        for blk in prange(nblk, nogil=True, num_threads=nthreads, schedule="dynamic"):
             V = scratch + threadid() * stride
             G = V + n * B
             P = G + (n * B if backward else 0)
