@@ -153,6 +153,26 @@ def test_gradient_is_the_sum_of_per_sample_gradients_written_out(pool):
         assert local[0] == total and np.array_equal(local[1], grad)
 
 
+def test_gradient_rows_reads_the_data_it_was_last_given(ray_session, pool, monkeypatch):
+    """The replicas keep the data of gradient_rows between calls: other data must replace it, and the
+    parameters must arrive whole whether inline in the call or through the object store."""
+    from fastgrad.distributed import GradientWorkers, workers as workers_module
+    ray = ray_session
+    params = values(make_model())
+    rows = np.array([5, 0, 21, 3, 3])
+    local = GradientWorkers(make_model, squared_error, 2, local=True)
+    X2, Y2 = X[::-1] * 2.0, Y + 1.0
+    for data_x, data_y in ((X, Y), (X2, Y2), (X, Y)):
+        want = local.gradient(params, data_x[rows], data_y[rows])
+        for inline in (True, False):
+            monkeypatch.setattr(workers_module, "_INLINE_BYTES", 10 ** 9 if inline else 0)
+            for got in (pool.gradient_rows(params, rows, [ray.put(data_x), ray.put(data_y)]),
+                        pool.gradient_rows(params, rows, [data_x, data_y]),
+                        local.gradient_rows(params, rows, [data_x, data_y])):
+                assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    assert local.gradient(params, X2[rows], Y2[rows])[0] != want[0], "the two data sets differ"
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_workers_equal_one_process(pool, case):
     from fastgrad.distributed import GradientWorkers

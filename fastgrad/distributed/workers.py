@@ -92,6 +92,7 @@ class _Replica:
         self.sample_loss = sample_loss
         self.batched = fg.vmap(self._loss_of_one, reduce="sum", threads=threads) if compiled else None
         self.mode = "compiled (fg.vmap)" if compiled else "eager"
+        self.data: Optional[Tuple[np.ndarray, ...]] = None
 
     def _loss_of_one(self, *sample: Any) -> Var:
         return self.sample_loss(self.model, *sample)
@@ -123,10 +124,17 @@ class _Replica:
         _optim.get_grads(self.index, grad)
         return total, grad, time.perf_counter() - start
 
-    def gradient_rows(self, flat: np.ndarray, rows: np.ndarray, *data: np.ndarray
-                      ) -> Tuple[float, np.ndarray, float]:
-        """`gradient` of the rows ``rows`` of the data arrays (which stay in the object store)."""
-        return self.gradient(flat, *[d[rows] for d in data])
+    def set_data(self, *data: np.ndarray) -> int:
+        """Keep the data arrays that `gradient_rows` takes its rows from (on an actor: zero-copy views of
+        the object store's copy, resolved once instead of at every step); returns the number of rows."""
+        self.data = data
+        return len(data[0])
+
+    def gradient_rows(self, flat: np.ndarray, rows: np.ndarray) -> Tuple[float, np.ndarray, float]:
+        """`gradient` of the rows ``rows`` of the arrays given to `set_data`."""
+        if self.data is None:
+            raise RuntimeError("gradient_rows before set_data: this replica holds no data")
+        return self.gradient(flat, *[d[rows] for d in self.data])
 
     def _eager(self, arrays: Sequence[np.ndarray]) -> float:
         """The shard's losses built as ordinary graphs, summed (fg.sum) and backpropagated once."""
@@ -181,6 +189,8 @@ class GradientWorkers:
         self.replacements = 0               # actors replaced after a loss, over the lifetime
         self.last_timing: Dict[str, float] = {}
         self._closed = False
+        self._data: Optional[Tuple[Any, ...]] = None     # what gradient_rows takes rows of
+        self._has_data = [False] * self.num_workers      # which replicas hold self._data
         if self.local:
             self._replicas = [_Replica(model, sample_loss, self.compiled, self.threads_per_worker)
                               for _ in range(self.num_workers)]
@@ -230,10 +240,16 @@ class GradientWorkers:
     def gradient_rows(self, params: np.ndarray, rows: np.ndarray, data: Sequence[Any],
                       step: Optional[int] = None) -> Tuple[float, np.ndarray]:
         """`gradient` of the rows ``rows`` of ``data``: arrays, or their Ray object references (put once per
-        run, so a step sends only the row numbers); ``rows`` is cut into contiguous shards."""
+        run, so a step sends only the row numbers); ``rows`` is cut into contiguous shards. Each replica
+        receives ``data`` once and keeps it until a call passes other data (compared by identity) or the
+        workers shut down."""
         params = self._check_params(params)
         rows = np.asarray(rows, dtype=np.intp)
-        calls = [(i, "gradient_rows", (part, *data))
+        data = tuple(data)
+        if self._data is None or len(data) != len(self._data) \
+                or any(a is not b for a, b in zip(data, self._data)):
+            self._data, self._has_data = data, [False] * self.num_workers
+        calls = [(i, "gradient_rows", (part,))
                  for i, part in enumerate(np.array_split(rows, self.num_workers)) if len(part)]
         return self._run(params, calls, step)
 
@@ -249,6 +265,7 @@ class GradientWorkers:
             for w in self.workers:
                 _kill(w)
         self._closed = True
+        self._data = None
 
     def __enter__(self) -> GradientWorkers:
         return self
@@ -280,12 +297,18 @@ class GradientWorkers:
         """Run the shard calls, replacing lost workers, and add the results in shard order."""
         t0 = time.perf_counter()
         if self.local:
+            for i, method, _ in calls:
+                if method == "gradient_rows" and not self._has_data[i]:
+                    self._replicas[i].set_data(*self._data)
+                    self._has_data[i] = True
             results = {i: getattr(self._replicas[i], method)(params, *args) for i, method, args in calls}
             t1 = t2 = t0
         else:
-            params_ref = ray.put(params)        # one copy in the object store, read by every worker
+            # NOTE: a small array goes inline in each call's message; a large one once into the object
+            # store, read by every worker without copies (Ray itself would put it once per call)
+            params_arg = params if params.nbytes <= _INLINE_BYTES else ray.put(params)
             t1 = time.perf_counter()
-            results = self._remote(params_ref, calls, step)
+            results = self._remote(params_arg, calls, step)
             t2 = time.perf_counter()
         order = sorted(results)
         loss = 0.0
@@ -299,17 +322,25 @@ class GradientWorkers:
         self.last_timing = {"put": t1 - t0, "wait": t2 - t1, "compute": compute, "reduce": t3 - t2}
         return loss, grad
 
-    def _remote(self, params_ref: Any, calls: List[Tuple[int, str, Tuple[Any, ...]]],
+    def _remote(self, params_arg: Any, calls: List[Tuple[int, str, Tuple[Any, ...]]],
                 step: Optional[int]) -> Dict[int, Tuple[float, np.ndarray, float]]:
         results: Dict[int, Tuple[float, np.ndarray, float]] = {}
         pending = calls
         losses: List[str] = []
         for attempt in range(self.max_retries + 1):
-            futures = [(i, method, args, getattr(self.workers[i], method).remote(params_ref, *args))
-                       for i, method, args in pending]
+            futures = []
+            for i, method, args in pending:
+                # NOTE: an actor runs one caller's calls in the order sent, so its data arrive first
+                load = self.workers[i].set_data.remote(*self._data) \
+                    if method == "gradient_rows" and not self._has_data[i] else None
+                futures.append((i, method, args, load,
+                                getattr(self.workers[i], method).remote(params_arg, *args)))
             lost = []
-            for i, method, args, future in futures:
+            for i, method, args, load, future in futures:
                 try:
+                    if load is not None:
+                        ray.get(load)
+                        self._has_data[i] = True
                     results[i] = ray.get(future)
                 except _LOST as exc:
                     lost.append((i, method, args))
@@ -340,8 +371,14 @@ class GradientWorkers:
         """A new actor in slot i (the old one killed, if it still runs), checked ready."""
         _kill(self.workers[i])
         self.workers[i] = self._start()
+        self._has_data[i] = False
         ray.get(self.workers[i].ready.remote(), timeout=self.start_timeout)
         self.replacements += 1
+
+
+# parameter arrays up to this size travel inside each call's message (below Ray's own 100 KiB limit for
+# inline arguments); larger ones go to the object store once per step
+_INLINE_BYTES = 100_000
 
 
 def check_batch(batch: Sequence[Any]) -> List[np.ndarray]:
