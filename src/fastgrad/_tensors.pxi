@@ -233,8 +233,8 @@ cdef object _F64 = np.dtype(np.float64)
 
 cdef bint total_like_numpy = False
 # NOTE: arrays of more than TOTAL_C_MAX values are left to NumPy: some NumPy versions (2.0-2.2, seen in the
-# Python 3.9 and 3.10 wheel tests) sum larger arrays in another grouping, and the check below covers sizes up
-# to TOTAL_C_MAX + 1 only.
+# Python 3.9 and 3.10 wheel tests) sum larger arrays in another grouping (buffers of 8,192 values, added in
+# order), and the check below covers sizes up to TOTAL_C_MAX only.
 cdef enum:
     TOTAL_C_MAX = 8192
 
@@ -281,12 +281,11 @@ def _check_total_like_numpy(reference=None):
     tests, another summation), for arrays of every size class of the summation (below 8, up to 128,
     halved once and many times, not multiples of 8) and of values that cancel; returns whether it did."""
     global total_like_numpy
-    cdef intp q
     cdef f64 got, want
     rng = np.random.default_rng(20261130)
-    values = rng.standard_normal(8193) * np.exp2(rng.integers(-30, 30, size=8193))
+    values = rng.standard_normal(TOTAL_C_MAX) * np.exp2(rng.integers(-30, 30, size=TOTAL_C_MAX))
     total_like_numpy = False
-    for n in (*range(0, 140), 255, 256, 257, 1000, 4099, 8193):
+    for n in (*range(0, 140), 255, 256, 257, 1000, 4099, TOTAL_C_MAX - 1, TOTAL_C_MAX):
         x = values[:n]                                     # a C-contiguous view
         got = 0.0 + pairwise_sum(fptr(x), n)
         want = <f64>float((_np_add_reduce if reference is None else reference)(x, None))
