@@ -158,6 +158,31 @@ def test_chains_whose_operands_are_the_previous_position_replay_like_eager():
     assert_same_run(f, [w, b], (-0.3, 0.0))
 
 
+def test_dot_nodes_whose_operands_step_at_fixed_strides_replay_like_eager():
+    """The single replay runs a dot node whose weight and input positions are each an arithmetic
+    progression by stepping two indices: every kind of stride, ranges that overlap, and the nodes it
+    leaves to the general loop (one term, positions that are no progression)."""
+    rng = np.random.default_rng(5)
+    ps = [fg.Var(float(v)) for v in rng.normal(size=8)]
+
+    def f(*x):
+        h = [fg.dot(ps[:4], x[:4]),                 # both stride 1
+             fg.dot(ps[4:], x[::-1][:4]),           # inputs at stride -1
+             fg.dot([ps[0]] * 3, x[1:4]),           # weights at stride 0
+             fg.dot(ps, ps),                        # the same range twice: each adjoint gains 2 terms
+             fg.dot(ps[::2], ps[1::2]),             # interleaved, stride 2
+             fg.dot(ps[1:3], x[5:7])]               # two terms
+        t = [hh.tanh() for hh in h]                 # computed nodes as operands
+        h.append(fg.dot(t, x[::2][:len(t)]))        # weights at the outputs' positions, stride 2 inputs
+        h.append(fg.dot(t[:3], [x[0], x[2], x[1]])) # no progression: the general loop
+        h.append(fg.dot(t[:1], x[:1]))              # one term
+        return fg.sum(h) * fg.dot(t[::-1], t)       # computed nodes at stride -1 against stride 1
+
+    args = tuple(float(v) for v in rng.normal(size=12))
+    assert_same_run(f, ps, args)
+    assert_same_run(f, ps, tuple(-a for a in args), steps=2)
+
+
 def test_a_node_computed_outside_is_an_input_whose_gradient_reaches_its_leaves():
     w = fg.Var(1.5)
     c = w * 2.0                 # computed once, outside: eager mode backpropagates through it to w

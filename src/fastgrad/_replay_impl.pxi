@@ -17,6 +17,14 @@ from libc.stdint cimport INT32_MAX, int32_t as i32
 from fastgrad._types cimport f64, i64, u8, intp
 
 
+# A dot node whose operand pairs step through the tape at fixed strides (w_m = w_0 + m * dw, x_m = x_0 + m
+# * dx: a neuron's weights, the previous layer's outputs) is given this private op code in the single
+# replay's own copy of the op array: its sweeps then step two indices instead of loading 2 per term. The
+# terms are the same IEEE operations in the same order, so the same bits.
+cdef enum:
+    OP_DOT_STRIDED = N_OPS      # the first code after the op table's
+
+
 # The single replay's sweeps keep the value (forward) and the adjoint (reverse) of position i - 1 in a
 # register: in a chain of nodes, each reading the one before it, the next node then waits for one
 # arithmetic result instead of a store and a reload. The arithmetic is the same IEEE operations in the
@@ -25,7 +33,7 @@ from fastgrad._types cimport f64, i64, u8, intp
 
 cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
                         intp n, f64* v) noexcept nogil:
-    cdef intp i, m, s, ai, bi
+    cdef intp i, m, s, ai, bi, pw, px, dw, dx
     cdef f64 y = v[start - 1] if start > 0 else 0.0     # v[i - 1] at the top of each step
     cdef f64 xa, xb
     cdef u8 o
@@ -36,6 +44,17 @@ cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, 
             y = 0.0
             for m in range(b[i]):
                 y += v[args[s + m]]
+        elif o == OP_DOT_STRIDED:
+            s = a[i]
+            pw = args[s]
+            px = args[s + 1]
+            dw = args[s + 2] - pw
+            dx = args[s + 3] - px
+            y = 0.0
+            for m in range(b[i]):
+                y += v[pw] * v[px]
+                pw += dw
+                px += dx
         elif o == OP_DOT:
             s = a[i]
             y = 0.0
@@ -62,7 +81,7 @@ cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, 
 
 cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
                         intp out, const f64* v, f64* g) noexcept nogil:
-    cdef intp i, m, s, x, w, ai, bi
+    cdef intp i, m, s, x, w, ai, bi, dw, dx
     cdef f64 gi, c0, c1, carry
     cdef u8 o
     i = out
@@ -73,6 +92,17 @@ cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, 
             s = a[i]
             for m in range(b[i]):
                 g[args[s + m]] += gi
+        elif o == OP_DOT_STRIDED:
+            s = a[i]
+            w = args[s]
+            x = args[s + 1]
+            dw = args[s + 2] - w
+            dx = args[s + 3] - x
+            for m in range(b[i]):
+                g[w] += gi * v[x]
+                g[x] += gi * v[w]
+                w += dw
+                x += dx
         elif o == OP_DOT:
             s = a[i]
             for m in range(b[i]):
@@ -154,6 +184,28 @@ cdef void mark_rows(const u8* op, const i32* a, const i32* b, const i32* args, i
         row[outputs[m]] = 1
 
 
+cdef void mark_strided(const u8* op, const i32* a, const i32* b, const i32* args, intp nin, intp n,
+                       u8* sop) noexcept:
+    """sop = op, except OP_DOT_STRIDED for the dot nodes of at least 2 terms whose weight and input
+    positions each form an arithmetic progression (any stride: 0, negative, overlapping ranges)."""
+    cdef intp i, m, s, dw, dx
+    cdef bint strided
+    for i in range(n):
+        sop[i] = op[i]
+        if i < nin or op[i] != OP_DOT or b[i] < 2:
+            continue
+        s = a[i]
+        dw = args[s + 2] - args[s]
+        dx = args[s + 3] - args[s + 1]
+        strided = True
+        for m in range(2, b[i]):
+            if args[s + 2 * m] - args[s + 2 * m - 2] != dw or args[s + 2 * m + 1] - args[s + 2 * m - 1] != dx:
+                strided = False
+                break
+        if strided:
+            sop[i] = OP_DOT_STRIDED
+
+
 @cython.final
 cdef class Tape:
     """A recorded graph, replayed on new argument values (see the module docstring)."""
@@ -162,6 +214,7 @@ cdef class Tape:
     cdef readonly intp nargs, nin, n, out
     cdef readonly object outputs                  # positions of the outputs (out = outputs[0])
     cdef const u8* _op
+    cdef u8* _sop            # the single replay's op codes: _op, with OP_DOT_STRIDED for strided dot nodes
     cdef object _a32, _b32, _args32              # int32 copies of a, b, operands (half the index traffic)
     cdef const i32* _a
     cdef const i32* _b
@@ -209,8 +262,10 @@ cdef class Tape:
             raise MemoryError()
         self._has_inner = False
         self._row = <u8*>malloc(max(self.n, 1))
-        if self._row == NULL:
+        self._sop = <u8*>malloc(max(self.n, 1))
+        if self._row == NULL or self._sop == NULL:
             raise MemoryError()
+        mark_strided(self._op, self._a, self._b, self._args, self.nin, self.n, self._sop)
         for q in range(self.n):
             self._row[q] = not (nargs <= q < self.nin)
         mark_rows(self._op, self._a, self._b, self._args, self.nin, self.n, self._row, self.outputs)
@@ -223,6 +278,7 @@ cdef class Tape:
     def __dealloc__(self):
         free(self._scratch)
         free(self._row)
+        free(self._sop)
         free(self._ext)
         free(self._ext_leaf)
 
@@ -296,7 +352,7 @@ cdef class Tape:
             v[q] = x[q]
         for q in range(nin - nargs):
             v[nargs + q] = A.value[self._ext[q]]
-        sweep_forward(self._op, self._a, self._b, self._k, self._args, nin, n, v)
+        sweep_forward(self._sop, self._a, self._b, self._k, self._args, nin, n, v)
         y = v[self.out]
         if values is not None:
             if values.shape[0] != self.outputs.shape[0]:
@@ -311,7 +367,7 @@ cdef class Tape:
             if self._ext_leaf[q]:
                 g[nargs + q] = A.grad[self._ext[q]]
         g[self.out] += seed
-        sweep_reverse(self._op, self._a, self._b, self._k, self._args, nin, self.out, v, g)
+        sweep_reverse(self._sop, self._a, self._b, self._k, self._args, nin, self.out, v, g)
         for q in range(nin - nargs):
             if self._ext_leaf[q] and A.aux[self._ext[q]] != FROZEN:    # a frozen leaf takes no gradient
                 A.grad[self._ext[q]] = g[nargs + q]
