@@ -447,10 +447,12 @@ def compiled_replay(n_nodes=10 ** 6, repeats=3):
             for phase in ("backward", "build+backward")]
 
 
-def vmap_threads(n_samples=10 ** 4, repeats=5, threads=2, seed=0):
+def vmap_threads(n_samples=10 ** 4, repeats=15, threads=2, seed=0):
     """ms per call of ``fg.vmap`` over ``n_samples`` two-moons points (the moons step's per-point hinge loss
     through MLP 2-16-16-1, forward and backward, mean) on ``threads`` threads against one thread: best of
-    ``repeats``. The gradients must be the same bits for both thread counts (checked)."""
+    ``repeats``, the two thread counts' calls alternating (on a shared machine the speed of the cores drifts
+    within seconds; alternating exposes both to the same drift). The gradients must be the same bits for
+    both thread counts (checked)."""
     from fastgrad.app.backends import BatchedBackend, initial_weights, moons
 
     X, y = moons(seed, n=n_samples)
@@ -458,21 +460,21 @@ def vmap_threads(n_samples=10 ** 4, repeats=5, threads=2, seed=0):
     values, grads = {}, {}
     clock = time.perf_counter
     for gc_enabled in (True, False):
-        best = {}
-        for t in (1, threads):
-            backend = BatchedBackend(weights, X, y, 1, threads=t)
+        backends = {t: BatchedBackend(weights, X, y, 1, threads=t) for t in (1, threads)}
+        times = {t: [] for t in backends}
+        for backend in backends.values():
             backend.data_loss(backend.X, backend.labels)  # traced here, untimed
-            times = []
-            for _ in range(repeats):
+        for _ in range(repeats):
+            for t, backend in backends.items():
                 gc.collect()
                 backend.optimizer.zero_grad()
                 with gc_policy(gc_enabled):
                     t0 = clock()
                     backend.data_loss(backend.X, backend.labels)
                     t1 = clock()
-                times.append(t1 - t0)
-            best[t] = 1e3 * min(times)
-            grads[t] = [p.grad for p in backend.params]
+                times[t].append(t1 - t0)
+        best = {t: 1e3 * min(v) for t, v in times.items()}
+        grads = {t: [p.grad for p in backend.params] for t, backend in backends.items()}
         if grads[1] != grads[threads]:
             raise RuntimeError(f"fg.vmap: the gradients on {threads} threads differ from one thread's")
         values[gc_enabled] = (best[threads], best[1])
@@ -483,7 +485,7 @@ def vmap_threads(n_samples=10 ** 4, repeats=5, threads=2, seed=0):
 def run_compiled(quick=False):
     """The compiled-tape rows; ``quick``: a 10^5-node chain (tracing 10^6 nodes takes a second or two)."""
     return [*compiled_replay(10 ** 5 if quick else 10 ** 6, repeats=2 if quick else 3),
-            *vmap_threads(10 ** 4, repeats=3 if quick else 5)]
+            *vmap_threads(10 ** 4, repeats=5 if quick else 15)]
 
 
 def compiled_markdown_table(rows):
