@@ -31,9 +31,31 @@ cdef enum:
 # same order as the eager sweep: the carried adjoint of i - 1 already holds every addition that the nodes
 # after i made to it, since the reverse sweep reaches node i last among them.
 
+cdef f64 strided_dot(const f64* v, const i32* pairs, intp cnt) noexcept nogil:
+    """A strided dot node's value: sum over m of v[w0 + m dw] * v[x0 + m dx], in order (pairs: its first
+    two operand pairs, which give w0, x0 and the strides)."""
+    cdef intp m, pw = pairs[0], px = pairs[1], dw = pairs[2] - pairs[0], dx = pairs[3] - pairs[1]
+    cdef f64 y = 0.0
+    for m in range(cnt):
+        y += v[pw] * v[px]
+        pw += dw
+        px += dx
+    return y
+
+
+cdef void strided_dot_adjoint(const f64* v, f64* g, const i32* pairs, intp cnt, f64 gi) noexcept nogil:
+    """Add a strided dot node's adjoint products, term by term in order, as the general loop does."""
+    cdef intp m, pw = pairs[0], px = pairs[1], dw = pairs[2] - pairs[0], dx = pairs[3] - pairs[1]
+    for m in range(cnt):
+        g[pw] += gi * v[px]
+        g[px] += gi * v[pw]
+        pw += dw
+        px += dx
+
+
 cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
                         intp n, f64* v) noexcept nogil:
-    cdef intp i, m, s, ai, bi, pw, px, dw, dx
+    cdef intp i, m, s, ai, bi
     cdef f64 y = v[start - 1] if start > 0 else 0.0     # v[i - 1] at the top of each step
     cdef f64 xa, xb
     cdef u8 o
@@ -45,16 +67,7 @@ cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, 
             for m in range(b[i]):
                 y += v[args[s + m]]
         elif o == OP_DOT_STRIDED:
-            s = a[i]
-            pw = args[s]
-            px = args[s + 1]
-            dw = args[s + 2] - pw
-            dx = args[s + 3] - px
-            y = 0.0
-            for m in range(b[i]):
-                y += v[pw] * v[px]
-                pw += dw
-                px += dx
+            y = strided_dot(v, args + a[i], b[i])
         elif o == OP_DOT:
             s = a[i]
             y = 0.0
@@ -81,7 +94,7 @@ cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, 
 
 cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
                         intp out, const f64* v, f64* g) noexcept nogil:
-    cdef intp i, m, s, x, w, ai, bi, dw, dx
+    cdef intp i, m, s, x, w, ai, bi
     cdef f64 gi, c0, c1, carry
     cdef u8 o
     i = out
@@ -93,16 +106,7 @@ cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, 
             for m in range(b[i]):
                 g[args[s + m]] += gi
         elif o == OP_DOT_STRIDED:
-            s = a[i]
-            w = args[s]
-            x = args[s + 1]
-            dw = args[s + 2] - w
-            dx = args[s + 3] - x
-            for m in range(b[i]):
-                g[w] += gi * v[x]
-                g[x] += gi * v[w]
-                w += dw
-                x += dx
+            strided_dot_adjoint(v, g, args + a[i], b[i], gi)
         elif o == OP_DOT:
             s = a[i]
             for m in range(b[i]):
