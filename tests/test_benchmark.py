@@ -162,7 +162,7 @@ def test_affine_chain_has_the_nodes_it_says():
 
 
 def test_vmap_threads_row():
-    (row,) = benchmark.vmap_threads(n_samples=300, repeats=1)
+    (row,) = benchmark.vmap_threads(n_samples=300, rounds=1, block=1)
     assert row["size"] == "300 samples" and row["unit"] == "ms / call"
     assert (row["measured"], row["baseline"]) == ("threads=2", "threads=1")
     _check_compiled_row(row)

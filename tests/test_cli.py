@@ -140,8 +140,9 @@ def test_bench_moons_table_has_the_new_rows(monkeypatch, capsys):
 def test_bench_only_compiled(monkeypatch, capsys, tmp_path):
     from fastgrad.app import workloads
 
-    monkeypatch.setattr(workloads, "run_compiled", lambda quick: [*workloads.compiled_replay(2000, repeats=1),
-                                                                  *workloads.vmap_threads(300, repeats=1)])
+    monkeypatch.setattr(workloads, "run_compiled",
+                        lambda quick: [*workloads.compiled_replay(2000, repeats=1),
+                                       *workloads.vmap_threads(300, rounds=1, block=1)])
     json_path = tmp_path / "bench.json"
     assert cli.main(["bench", "--quick", "--only", "compiled", "--json", str(json_path)]) == 0
     out = capsys.readouterr().out

@@ -211,7 +211,8 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         print("\n## Compiled tapes: replay and threads\n", file=out)
         print("fg.compile's replay (forward and backward in one C call) per node of its tape, against eager "
               "mode on the same graph; fg.vmap on two threads against one (this machine's usable cores: "
-              f"{usable_cores()}). Best of repeats; tracing untimed.\n", file=out)
+              f"{usable_cores()}), the two taking turns in rounds of consecutive calls, as the moons steps "
+              "do. Best of repeats; tracing untimed.\n", file=out)
         print(workloads.compiled_markdown_table(compiled), file=out)
         out.flush()
     if only in (None, "moons"):
