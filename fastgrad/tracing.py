@@ -103,12 +103,16 @@ def compile(fn: Optional[Callable[..., Any]] = None, *, check: bool = False, bac
 class _Entry:
     """One traced structure: its tape, the arguments' structure, the auxiliary results' structure."""
 
-    __slots__ = ("tape", "treedef", "aux_def")
+    __slots__ = ("tape", "treedef", "aux_def", "aux_flat")
 
     def __init__(self, tape: Tape, treedef: Any, aux_def: Any):
         self.tape = tape
         self.treedef = treedef          # the arguments' structure (to rebuild them for eager runs)
         self.aux_def = aux_def          # structure of the auxiliary results (None: a Var result)
+        # a flat list or tuple of Vars (the common case): its values come back as one list, without
+        # walking the structure at every call
+        self.aux_flat = aux_def is not None and aux_def.kind in ("list", "tuple") \
+            and all(c.kind == "leaf" for c in aux_def.children)
 
 
 class _Traced:
@@ -194,7 +198,7 @@ class Compiled(_Traced):
         y = tape.run(x, self.backward and backward, 1.0, values)
         if entry.aux_def is None:
             return Var(y)
-        return Var(y), _unflatten_values(entry.aux_def, values[1:])
+        return Var(y), _unflatten_values(entry, values[1:])
 
     def _checked(self, entry: _Entry, x: np.ndarray, args: Tuple[Any, ...]) -> Any:
         """Replay, and compare with eager evaluation of fn on the same arguments."""
@@ -367,13 +371,13 @@ def sample_arrays(batch: Tuple[Any, ...], who: str) -> List[np.ndarray]:
     return arrays
 
 
-def _unflatten_values(treedef: Any, values: np.ndarray) -> Any:
+def _unflatten_values(entry: _Entry, values: np.ndarray) -> Any:
     """Auxiliary results as floats in their structure (a flat list or tuple of Vars, the common case, in one
     step)."""
-    if treedef.kind in ("list", "tuple") and all(c.kind == "leaf" for c in treedef.children):
+    if entry.aux_flat:
         flat = values.tolist()
-        return flat if treedef.kind == "list" else tuple(flat)
-    return treedef.unflatten(values.tolist())
+        return flat if entry.aux_def.kind == "list" else tuple(flat)
+    return entry.aux_def.unflatten(values.tolist())
 
 
 def _same(a: float, b: float) -> bool:
