@@ -407,8 +407,7 @@ def test_the_fast_moons_rows_are_timed_in_turns():
     Fake = _logging_backend(log, nodes=7)
 
     rows = [{"implementation": "a"}, {"implementation": "b"}]
-    bench._time_in_turns([(rows[0], lambda: Fake("a")), (rows[1], lambda: Fake("b"))], warmup=1, repeats=6,
-                         rounds=3)
+    bench._time_in_turns([(rows[0], lambda: Fake("a"), 1, 6), (rows[1], lambda: Fake("b"), 1, 6)], rounds=3)
     one_pass = ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 3       # warm-ups; each turn: 1 untimed + 2 timed
     assert log == one_pass * 2                                   # GC on, then GC off
     for row in rows:

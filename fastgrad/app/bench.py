@@ -72,7 +72,8 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
     NOTE: fg.compile traces on the first warm-up step, jax.jit compiles there: neither is in the times.
     NOTE: the fast implementations (cost class 0, under ~2 ms a step) take turns: ROUNDS rounds, each timing
     a block of steps of every one of them, so a change in the machine's load (it is shared) reaches every row
-    alike instead of the one row that ran during it. The slower ones run one after the other.
+    alike instead of the one row that ran during it. The slower ones take turns among themselves, first, in
+    SLOW_ROUNDS rounds.
     """
     X, y = moons(seed)
     weights = initial_weights(2, (16, 16), seed)
@@ -85,14 +86,15 @@ def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str
         (fast if cost == 0 else slow).append((row, factory, cost))
     # NOTE: the slow ones first, before the fast turns import torch and jax: a pure-Python engine under the
     # cyclic GC slows down as the heap grows (in one run with torch imported first, fastgrad.nn came out
-    # 640-780x faster than reference.py instead of 170-430x)
-    for row, factory, cost in slow:
-        if progress:
-            progress(row["implementation"])
-        _time_backend(row, factory, *plan[cost])
+    # 640-780x faster than reference.py instead of 170-430x). They take turns too, in fewer rounds: run one
+    # after the other, the per-scalar fg.Value row and the reference it is compared with could fall in
+    # different spells of this shared machine's speed (its ratio read 45x and 27x within an hour)
+    if progress and slow:
+        progress("the per-scalar and pure-Python implementations, in turns")
+    _time_in_turns([(row, factory, *plan[cost]) for row, factory, cost in slow], 1 if quick else SLOW_ROUNDS)
     if progress and fast:
         progress("the fast implementations, in turns")
-    _time_in_turns([(row, factory) for row, factory, _ in fast], *plan[0], 2 if quick else ROUNDS)
+    _time_in_turns([(row, factory, *plan[0]) for row, factory, _ in fast], 2 if quick else ROUNDS)
     ref = next(r for r in rows if r["implementation"] == REFERENCE_NAME)
     floor = next((r for r in rows if r["implementation"] == NUMPY_NAME), None)
     for r in rows:
@@ -127,6 +129,7 @@ def _one_torch_thread(active: bool) -> Iterator[None]:
 
 
 ROUNDS = 10    # rounds of the fast moons implementations' turns (bench_moons_step)
+SLOW_ROUNDS = 5    # rounds of the per-scalar and pure-Python implementations' turns
 
 
 @contextlib.contextmanager
@@ -138,15 +141,13 @@ def _threads_for(name: str) -> Iterator[None]:
         yield
 
 
-def _time_in_turns(fast: list[tuple[dict[str, Any], Callable[[], Any]]], warmup: int, repeats: int,
-                   rounds: int) -> None:
-    """`_time_backend` for several implementations at once: for the GC on, then off, a fresh backend of each
-    (warmed up), then `rounds` rounds in which each, in turn, takes one untimed step and times a block of
-    `repeats // rounds` steps."""
-    block = max(1, repeats // rounds)
+def _time_in_turns(entries: list[tuple[dict[str, Any], Callable[[], Any], int, int]], rounds: int) -> None:
+    """`_time_backend` for several implementations at once. ``entries``: (row, factory, warm-up steps, timed
+    steps). For the GC on, then off, a fresh backend of each (warmed up), then `rounds` rounds in which
+    each, in turn, takes one untimed step and times a block of its `timed steps // rounds` steps."""
     for prefix, gc_enabled in (("", True), ("gc_off_", False)):
         live = []
-        for row, factory in fast:
+        for row, factory, warmup, _ in entries:
             with _threads_for(row["implementation"]):
                 backend = factory()
                 for k in range(warmup):
@@ -155,16 +156,16 @@ def _time_in_turns(fast: list[tuple[dict[str, Any], Callable[[], Any]]], warmup:
                         row["nodes"] = step_graph_nodes(out[0], backend)
                     del out  # nothing of a step's graph may stay alive into the timed steps
             live.append(backend)
-        times: list[list[float]] = [[] for _ in fast]
+        times: list[list[float]] = [[] for _ in entries]
         with workloads.gc_policy(gc_enabled):
             for _ in range(rounds):
-                for (row, _), backend, own in zip(fast, live, times):
+                for (row, _, _, repeats), backend, own in zip(entries, live, times):
                     with _threads_for(row["implementation"]):
                         # one untimed step first: the others' turns left the caches holding their data
                         _time_steps(backend, 1, gc_enabled)
-                        own += _time_steps(backend, block, gc_enabled)
+                        own += _time_steps(backend, max(1, repeats // rounds), gc_enabled)
         del live
-        for (row, _), own in zip(fast, times):
+        for (row, *_), own in zip(entries, times):
             own.sort()
             row["repeats"] = len(own)
             row[prefix + "ms"] = 1e3 * own[len(own) // 2]
@@ -173,7 +174,7 @@ def _time_in_turns(fast: list[tuple[dict[str, Any], Callable[[], Any]]], warmup:
 
 def _time_backend(row: dict[str, Any], factory: Callable[[], Any], warmup: int, repeats: int) -> None:
     """Fill `row` with the median/best step times (GC on, then off, each on a fresh backend)."""
-    _time_in_turns([(row, factory)], warmup, repeats, 1)
+    _time_in_turns([(row, factory, warmup, repeats)], 1)
 
 
 def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str | None = None,
@@ -222,7 +223,8 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
         print(f"\n## Training step: {MOONS_WORKLOAD}\n", file=out)
         print("zero_grad + forward over the 100 points + backward + update (+ freeing the graph); "
               "median of the timed steps; the fast implementations take turns, in rounds of a few steps "
-              "each, so the machine's load reaches them alike. Graph nodes: one step's graph, leaves "
+              "each, so the machine's load reaches them alike, and so do the per-scalar and pure-Python "
+              "ones, among themselves, before them. Graph nodes: one step's graph, leaves "
               "included (torch: autograd "
               "nodes, one per tensor op; fg.compile: its tape's nodes; fg.vmap: the eager graph's count; "
               "none for NumPy and JAX). Speedup vs numpy: over the hand-written NumPy step, the floor. "
