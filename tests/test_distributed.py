@@ -171,6 +171,14 @@ def test_gradient_rows_reads_the_data_it_was_last_given(ray_session, pool, monke
                         local.gradient_rows(params, rows, [data_x, data_y])):
                 assert got[0] == want[0] and np.array_equal(got[1], want[1])
     assert local.gradient(params, X2[rows], Y2[rows])[0] != want[0], "the two data sets differ"
+    # plain arrays may change in place between calls: they are sent again, never kept
+    changed = X.copy()
+    before = pool.gradient_rows(params, rows, [changed, Y])
+    changed *= 3.0
+    for workers in (pool, local):
+        got = workers.gradient_rows(params, rows, [changed, Y])
+        want = local.gradient(params, changed[rows], Y[rows])
+        assert got[0] == want[0] != before[0] and np.array_equal(got[1], want[1])
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -241,12 +241,15 @@ class GradientWorkers:
                       step: Optional[int] = None) -> Tuple[float, np.ndarray]:
         """`gradient` of the rows ``rows`` of ``data``: arrays, or their Ray object references (put once per
         run, so a step sends only the row numbers); ``rows`` is cut into contiguous shards. Each replica
-        receives ``data`` once and keeps it until a call passes other data (compared by identity) or the
-        workers shut down."""
+        resolves object references once and keeps the arrays until a call passes other references (compared
+        by identity) or the workers shut down; plain arrays are sent with every call."""
         params = self._check_params(params)
         rows = np.asarray(rows, dtype=np.intp)
         data = tuple(data)
-        if self._data is None or len(data) != len(self._data) \
+        # NOTE: object references are immutable, so replicas may keep what they resolved; plain arrays could
+        # be changed in place between calls, so they are sent again with every call
+        kept = not self.local and all(isinstance(d, ray.ObjectRef) for d in data)
+        if not kept or self._data is None or len(data) != len(self._data) \
                 or any(a is not b for a, b in zip(data, self._data)):
             self._data, self._has_data = data, [False] * self.num_workers
         calls = [(i, "gradient_rows", (part,))
