@@ -142,9 +142,9 @@ def _threads_for(name: str) -> Iterator[None]:
 
 
 def _time_in_turns(entries: list[tuple[dict[str, Any], Callable[[], Any], int, int]], rounds: int) -> None:
-    """`_time_backend` for several implementations at once. ``entries``: (row, factory, warm-up steps, timed
-    steps). For the GC on, then off, a fresh backend of each (warmed up), then `rounds` rounds in which
-    each, in turn, takes one untimed step and times a block of its `timed steps // rounds` steps."""
+    """Fill each row with its implementation's median/best step times. ``entries``: (row, factory, warm-up
+    steps, timed steps). For the GC on, then off, a fresh backend of each (warmed up), then `rounds` rounds
+    in which each, in turn, takes one untimed step and times a block of its `timed steps // rounds` steps."""
     for prefix, gc_enabled in (("", True), ("gc_off_", False)):
         live = []
         for row, factory, warmup, _ in entries:
@@ -170,11 +170,6 @@ def _time_in_turns(entries: list[tuple[dict[str, Any], Callable[[], Any], int, i
             row["repeats"] = len(own)
             row[prefix + "ms"] = 1e3 * own[len(own) // 2]
             row[prefix + "best_ms"] = 1e3 * own[0]
-
-
-def _time_backend(row: dict[str, Any], factory: Callable[[], Any], warmup: int, repeats: int) -> None:
-    """Fill `row` with the median/best step times (GC on, then off, each on a fresh backend)."""
-    _time_in_turns([(row, factory, warmup, repeats)], 1)
 
 
 def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str | None = None,

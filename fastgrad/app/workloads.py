@@ -459,7 +459,7 @@ def vmap_threads(n_samples=10 ** 4, rounds=5, block=3, threads=2, seed=0):
 
     X, y = moons(seed, n=n_samples)
     weights = initial_weights(2, (16, 16), seed)
-    values, grads = {}, {}
+    values = {}
     clock = time.perf_counter
     for gc_enabled in (True, False):
         backends = {t: BatchedBackend(weights, X, y, 1, threads=t) for t in (1, threads)}
