@@ -292,6 +292,10 @@ class GradientWorkers:
                              f"values, got shape {params.shape}")
         return params
 
+    def _needs_data(self, i: int, method: str) -> bool:
+        """Must replica i be sent the data of gradient_rows before this call?"""
+        return method == "gradient_rows" and not self._has_data[i]
+
     def _start(self) -> Any:
         return self._actor.remote(self._model_ref, self._loss_ref, self.compiled, self.threads_per_worker)
 
@@ -301,7 +305,7 @@ class GradientWorkers:
         t0 = time.perf_counter()
         if self.local:
             for i, method, _ in calls:
-                if method == "gradient_rows" and not self._has_data[i]:
+                if self._needs_data(i, method):
                     self._replicas[i].set_data(*self._data)
                     self._has_data[i] = True
             results = {i: getattr(self._replicas[i], method)(params, *args) for i, method, args in calls}
@@ -334,8 +338,7 @@ class GradientWorkers:
             futures = []
             for i, method, args in pending:
                 # NOTE: an actor runs one caller's calls in the order sent, so its data arrive first
-                load = self.workers[i].set_data.remote(*self._data) \
-                    if method == "gradient_rows" and not self._has_data[i] else None
+                load = self.workers[i].set_data.remote(*self._data) if self._needs_data(i, method) else None
                 futures.append((i, method, args, load,
                                 getattr(self.workers[i], method).remote(params_arg, *args)))
             lost = []
