@@ -183,6 +183,84 @@ def test_dot_nodes_whose_operands_step_at_fixed_strides_replay_like_eager():
     assert_same_run(f, ps, tuple(-a for a in args), steps=2)
 
 
+def _layer_parts(seed, width=8, fan_in=5):
+    """Parameters and the inputs of a layer: weights (width rows of fan_in), biases, and input weights; the
+    layer's inputs are computed nodes, tanh(u_m * arg_m), so their adjoints reach parameters."""
+    rng = np.random.default_rng(seed)
+    W = [[fg.Var(float(v)) for v in row] for row in rng.normal(size=(width, fan_in))]
+    bias = [fg.Var(float(v)) for v in rng.normal(size=width)]
+    u = [fg.Var(float(v)) for v in rng.normal(size=fan_in)]
+    args = tuple(float(v) for v in rng.normal(size=fan_in))
+    return W, bias, u, args, [p for row in W for p in row] + bias + u
+
+
+def _groups(fn, args):
+    return fg.compile(fn).tape(*args).dot_groups
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dot_groups_replay_like_eager_and_form_only_where_the_order_of_every_addition_holds(seed):
+    """The single replay runs 4 neurons of a layer (strided dot nodes over the same inputs) as one group.
+    Where a node between them reads the group's weights or inputs, or the weights overlap, or the inputs do
+    not step, a group would add some adjoint terms in another order: none is formed there. Every case
+    matches eager mode bit for bit over 3 accumulating steps."""
+    W, bias, u, args, params = _layer_parts(seed)
+
+    def inputs(x):
+        return [(ui * xi).tanh() for ui, xi in zip(u, x)]
+
+    def layer(*x):                              # 8 neurons: 2 groups
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, h) + b).tanh() for w, b in zip(W, bias)])
+
+    def reads_next_weight(*x):                  # a node between the neurons reads the next one's weight
+        h = inputs(x)
+        return fg.sum([fg.dot(w, h) * W[(j + 1) % 8][0] for j, w in enumerate(W)])
+
+    def reads_an_input(*x):                     # ... or one of the shared inputs
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, h) * h[2]).tanh() for w in W])
+
+    def overlapping_weights(*x):                # neuron j's weights: W[1][j + 1], W[1][j] (overlapping)
+        h = inputs(x)
+        return fg.sum([(fg.dot(W[0][j:j + 3], h[:3]) + b).tanh() for j, b in enumerate(bias[:3])]
+                      + [(fg.dot(W[1][j:j + 2][::-1], h[:2]) + b).tanh() for j, b in enumerate(bias[:4])])
+
+    def same_input_repeated(*x):                # inputs at stride 0
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, [h[0]] * len(w)) + b).tanh() for w, b in zip(W, bias)])
+
+    for fn, groups in ((layer, 2), (reads_next_weight, 0), (reads_an_input, 0), (overlapping_weights, 0),
+                       (same_input_repeated, 0)):
+        assert _groups(fn, args) == groups, fn.__name__
+        assert_same_run(fn, params, args, steps=3)
+
+
+def test_dot_groups_stop_at_the_output_where_the_reverse_sweep_starts():
+    """A layer computed after the loss (an auxiliary result) forms no group: the reverse sweep never
+    reaches it; its values are still computed, and equal eager mode's."""
+    W, bias, u, args, params = _layer_parts(7)
+
+    def fn(*x):
+        h = [(ui * xi).tanh() for ui, xi in zip(u, x)]
+        loss = fg.sum([(fg.dot(w, h) + b).tanh() for w, b in zip(W[:4], bias)])
+        return loss, [fg.dot(w, h) for w in W[4:]]
+
+    step = fg.compile(fn)
+    assert step.tape(*args).dot_groups == 1
+    for p in params:
+        p.grad = 0.0
+    loss, aux = step(*args)
+    compiled = [p.grad for p in params]
+    for p in params:
+        p.grad = 0.0
+    eager_loss, eager_aux = fn(*(fg.Var(a) for a in args))
+    eager_loss.backward()
+    assert same(loss.data, eager_loss.data)
+    assert [same(a, e.data) for a, e in zip(aux, eager_aux)] == [True] * 4
+    assert [same(c, p.grad) for c, p in zip(compiled, params)] == [True] * len(params)
+
+
 def test_a_node_computed_outside_is_an_input_whose_gradient_reaches_its_leaves():
     w = fg.Var(1.5)
     c = w * 2.0                 # computed once, outside: eager mode backpropagates through it to w

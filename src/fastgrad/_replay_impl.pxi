@@ -23,6 +23,24 @@ from fastgrad._types cimport f64, i64, u8, intp
 # terms are the same IEEE operations in the same order, so the same bits.
 cdef enum:
     OP_DOT_STRIDED = N_OPS      # the first code after the op table's
+    OP_DOT_GROUP                # a strided dot node that runs itself and 3 more (its group, below)
+    OP_DOT_DONE                 # a strided dot node run by its group's first node: nothing to do itself
+    DOT_GROUP = 4               # the nodes of a group
+
+
+# Dot groups. The neurons of a layer are strided dot nodes over the same inputs, one after another on the
+# tape (with the bias add and activation of each between them). Run one by one, each is a chain of
+# dependent additions: the forward sweep waits on the adder's latency at every term. A group of 4 such
+# nodes (at positions i, i + d, i + 2d, i + 3d) is run at its first position instead: 4 independent sums
+# that share each input load, and in reverse, each input's adjoint updated 4 times in a register. Every
+# value and every adjoint receives the same IEEE operations in the same order as node by node, because
+# ``mark_groups`` forms a group only where
+# - every operand of the group comes before i (the forward may compute them all at i);
+# - the input positions are distinct (stride not 0), and the 4 weight ranges and the input range are
+#   disjoint: each adjoint slot is then written by one term per node, in node order (reverse: 3, 2, 1, 0);
+# - no other node between i and i + 3d reads a position of those ranges, so delaying the group's adjoint
+#   terms to position i changes the order of nothing;
+# - the last node is at most ``out``, where the reverse sweep starts.
 
 
 # The single replay's sweeps keep the value (forward) and the adjoint (reverse) of position i - 1 in a
@@ -53,8 +71,74 @@ cdef void strided_dot_adjoint(const f64* v, f64* g, const i32* pairs, intp cnt, 
         px += dx
 
 
-cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
-                        intp n, f64* v) noexcept nogil:
+# The group kernels are C functions that GCC must not inline: inlined into the sweeps, their many live
+# values made the compiler spill the chain's carried value in the sweeps' hot loop (+8 instructions per
+# node of a plain chain, counted with callgrind).
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* The values of the dot group at i: stores those of i + d, i + 2d, i + 3d and returns node i's. */
+    static __attribute__((noinline)) double fastgrad_group_dot(
+            double* v, const int32_t* a, const int32_t* args, Py_ssize_t i, Py_ssize_t d, Py_ssize_t cnt) {
+        const int32_t* p0 = args + a[i];
+        const int32_t* p1 = args + a[i + d];
+        const int32_t* p2 = args + a[i + 2 * d];
+        const int32_t* p3 = args + a[i + 3 * d];
+        Py_ssize_t px = p0[1], dx = p0[3] - p0[1];
+        Py_ssize_t w0 = p0[0], w1 = p1[0], w2 = p2[0], w3 = p3[0];
+        Py_ssize_t d0 = p0[2] - w0, d1 = p1[2] - w1, d2 = p2[2] - w2, d3 = p3[2] - w3;
+        double y0 = 0.0, y1 = 0.0, y2 = 0.0, y3 = 0.0, x;
+        for (Py_ssize_t m = 0; m < cnt; m++) {
+            x = v[px];
+            y0 += v[w0] * x;
+            y1 += v[w1] * x;
+            y2 += v[w2] * x;
+            y3 += v[w3] * x;
+            px += dx; w0 += d0; w1 += d1; w2 += d2; w3 += d3;
+        }
+        v[i + d] = y1;
+        v[i + 2 * d] = y2;
+        v[i + 3 * d] = y3;
+        return y0;
+    }
+    /* Add the dot group at i's adjoint terms (g0: node i's adjoint): per input slot, nodes 3, 2, 1, 0, as
+       the reverse sweep would reach them one by one. */
+    static __attribute__((noinline)) void fastgrad_group_dot_adjoint(
+            const double* v, double* g, const int32_t* a, const int32_t* args, Py_ssize_t i, Py_ssize_t d,
+            Py_ssize_t cnt, double g0) {
+        const int32_t* p0 = args + a[i];
+        const int32_t* p1 = args + a[i + d];
+        const int32_t* p2 = args + a[i + 2 * d];
+        const int32_t* p3 = args + a[i + 3 * d];
+        Py_ssize_t px = p0[1], dx = p0[3] - p0[1];
+        Py_ssize_t w0 = p0[0], w1 = p1[0], w2 = p2[0], w3 = p3[0];
+        Py_ssize_t d0 = p0[2] - w0, d1 = p1[2] - w1, d2 = p2[2] - w2, d3 = p3[2] - w3;
+        double g1 = g[i + d], g2 = g[i + 2 * d], g3 = g[i + 3 * d], x, gx;
+        for (Py_ssize_t m = 0; m < cnt; m++) {
+            x = v[px];
+            gx = g[px];
+            g[w3] += g3 * x;
+            gx += g3 * v[w3];
+            g[w2] += g2 * x;
+            gx += g2 * v[w2];
+            g[w1] += g1 * x;
+            gx += g1 * v[w1];
+            g[w0] += g0 * x;
+            gx += g0 * v[w0];
+            g[px] = gx;
+            px += dx; w0 += d0; w1 += d1; w2 += d2; w3 += d3;
+        }
+    }
+    """
+    f64 group_dot "fastgrad_group_dot" (f64* v, const i32* a, const i32* args, intp i, intp d,
+                                        intp cnt) noexcept nogil
+    void group_dot_adjoint "fastgrad_group_dot_adjoint" (const f64* v, f64* g, const i32* a,
+                                                         const i32* args, intp i, intp d, intp cnt,
+                                                         f64 g0) noexcept nogil
+
+
+cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args,
+                        const i32* gap, intp start, intp n, f64* v) noexcept nogil:
     cdef intp i, m, s, ai, bi
     cdef f64 y = v[start - 1] if start > 0 else 0.0     # v[i - 1] at the top of each step
     cdef f64 xa, xb
@@ -66,8 +150,13 @@ cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, 
             y = 0.0
             for m in range(b[i]):
                 y += v[args[s + m]]
-        elif o == OP_DOT_STRIDED:
-            y = strided_dot(v, args + a[i], b[i])
+        elif o >= OP_DOT_STRIDED:                 # the single replay's own codes
+            if o == OP_DOT_STRIDED:
+                y = strided_dot(v, args + a[i], b[i])
+            elif o == OP_DOT_GROUP:
+                y = group_dot(v, a, args, i, gap[i], b[i])
+            else:                                   # OP_DOT_DONE: computed by its group
+                y = v[i]
         elif o == OP_DOT:
             s = a[i]
             y = 0.0
@@ -92,8 +181,8 @@ cdef void sweep_forward(const u8* op, const i32* a, const i32* b, const f64* k, 
         v[i] = y
 
 
-cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args, intp start,
-                        intp out, const f64* v, f64* g) noexcept nogil:
+cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, const i32* args,
+                        const i32* gap, intp start, intp out, const f64* v, f64* g) noexcept nogil:
     cdef intp i, m, s, x, w, ai, bi
     cdef f64 gi, c0, c1, carry
     cdef u8 o
@@ -105,8 +194,12 @@ cdef void sweep_reverse(const u8* op, const i32* a, const i32* b, const f64* k, 
             s = a[i]
             for m in range(b[i]):
                 g[args[s + m]] += gi
-        elif o == OP_DOT_STRIDED:
-            strided_dot_adjoint(v, g, args + a[i], b[i], gi)
+        elif o >= OP_DOT_STRIDED:                 # the single replay's own codes
+            if o == OP_DOT_STRIDED:
+                strided_dot_adjoint(v, g, args + a[i], b[i], gi)
+            elif o == OP_DOT_GROUP:
+                group_dot_adjoint(v, g, a, args, i, gap[i], b[i], gi)
+            # OP_DOT_DONE: its terms are added by its group
         elif o == OP_DOT:
             s = a[i]
             for m in range(b[i]):
@@ -210,6 +303,81 @@ cdef void mark_strided(const u8* op, const i32* a, const i32* b, const i32* args
             sop[i] = OP_DOT_STRIDED
 
 
+cdef inline void span(intp p0, intp d, intp cnt, intp* lo, intp* hi) noexcept:
+    """The lowest and highest of the positions p0 + m d, m = 0 .. cnt - 1."""
+    if d >= 0:
+        lo[0], hi[0] = p0, p0 + (cnt - 1) * d
+    else:
+        lo[0], hi[0] = p0 + (cnt - 1) * d, p0
+
+
+cdef bint group_fits(const u8* op, const i32* a, const i32* b, const i32* args, const u8* sop, intp i,
+                     intp d) noexcept:
+    """Can the strided dot nodes at i, i + d, i + 2d, i + 3d run as a group (the conditions above)?"""
+    cdef intp lo[DOT_GROUP + 1]
+    cdef intp hi[DOT_GROUP + 1]
+    cdef intp cnt = b[i], r, s, p, m, q, slots
+    cdef const i32* pr
+    cdef const i32* p0 = args + a[i]
+    cdef intp dx = p0[3] - p0[1]
+    if dx == 0:
+        return False
+    span(p0[1], dx, cnt, &lo[DOT_GROUP], &hi[DOT_GROUP])
+    for r in range(DOT_GROUP):
+        p = i + r * d
+        pr = args + a[p]
+        if sop[p] != OP_DOT_STRIDED or b[p] != cnt or pr[1] != p0[1] or pr[3] - pr[1] != dx:
+            return False
+        span(pr[0], pr[2] - pr[0], cnt, &lo[r], &hi[r])
+    for r in range(DOT_GROUP + 1):
+        if hi[r] >= i:
+            return False
+        for s in range(r):
+            if not (hi[r] < lo[s] or hi[s] < lo[r]):
+                return False
+    for p in range(i + 1, i + (DOT_GROUP - 1) * d):
+        if (p - i) % d == 0 or op[p] == OP_LEAF:
+            continue
+        if op[p] == OP_SUM or op[p] == OP_DOT:
+            slots = b[p] * (2 if op[p] == OP_DOT else 1)
+        else:
+            slots = 2
+        for m in range(slots):
+            if op[p] == OP_SUM or op[p] == OP_DOT:
+                q = args[a[p] + m]
+            else:
+                q = a[p] if m == 0 else b[p]
+            for r in range(DOT_GROUP + 1):
+                if lo[r] <= q <= hi[r]:
+                    return False
+    return True
+
+
+cdef intp mark_groups(const u8* op, const i32* a, const i32* b, const i32* args, intp nin, intp out,
+                      u8* sop, i32* gap) noexcept:
+    """Mark the dot groups (see above) in sop: OP_DOT_GROUP at the first node, with gap[i] = d, and
+    OP_DOT_DONE at the other 3. d is the distance to the next strided dot node (at most 8 positions on).
+    Returns the number of groups."""
+    cdef intp i = nin, j, d, groups = 0
+    while i <= out:
+        d = 0
+        if sop[i] == OP_DOT_STRIDED:
+            for j in range(i + 1, min(i + 9, out + 1)):
+                if sop[j] == OP_DOT_STRIDED:
+                    d = j - i
+                    break
+        if d == 0 or i + (DOT_GROUP - 1) * d > out or not group_fits(op, a, b, args, sop, i, d):
+            i += 1
+            continue
+        sop[i] = OP_DOT_GROUP
+        gap[i] = <i32>d
+        for j in range(1, DOT_GROUP):
+            sop[i + j * d] = OP_DOT_DONE
+        groups += 1
+        i += (DOT_GROUP - 1) * d + 1
+    return groups
+
+
 @cython.final
 cdef class Tape:
     """A recorded graph, replayed on new argument values (see the module docstring)."""
@@ -219,6 +387,9 @@ cdef class Tape:
     cdef readonly object outputs                  # positions of the outputs (out = outputs[0])
     cdef const u8* _op
     cdef u8* _sop            # the single replay's op codes: _op, with OP_DOT_STRIDED for strided dot nodes
+                             # and OP_DOT_GROUP / OP_DOT_DONE for dot groups
+    cdef i32* _gap           # _gap[i]: the distance between the nodes of the dot group at i
+    cdef readonly intp dot_groups   # the groups of 4 dot nodes the single replay runs together
     cdef object _a32, _b32, _args32              # int32 copies of a, b, operands (half the index traffic)
     cdef const i32* _a
     cdef const i32* _b
@@ -267,9 +438,12 @@ cdef class Tape:
         self._has_inner = False
         self._row = <u8*>malloc(max(self.n, 1))
         self._sop = <u8*>malloc(max(self.n, 1))
-        if self._row == NULL or self._sop == NULL:
+        self._gap = <i32*>malloc(max(self.n, 1) * sizeof(i32))
+        if self._row == NULL or self._sop == NULL or self._gap == NULL:
             raise MemoryError()
         mark_strided(self._op, self._a, self._b, self._args, self.nin, self.n, self._sop)
+        self.dot_groups = mark_groups(self._op, self._a, self._b, self._args, self.nin, self.out, self._sop,
+                                      self._gap)
         for q in range(self.n):
             self._row[q] = not (nargs <= q < self.nin)
         mark_rows(self._op, self._a, self._b, self._args, self.nin, self.n, self._row, self.outputs)
@@ -283,6 +457,7 @@ cdef class Tape:
         free(self._scratch)
         free(self._row)
         free(self._sop)
+        free(self._gap)
         free(self._ext)
         free(self._ext_leaf)
 
@@ -356,7 +531,7 @@ cdef class Tape:
             v[q] = x[q]
         for q in range(nin - nargs):
             v[nargs + q] = A.value[self._ext[q]]
-        sweep_forward(self._sop, self._a, self._b, self._k, self._args, nin, n, v)
+        sweep_forward(self._sop, self._a, self._b, self._k, self._args, self._gap, nin, n, v)
         y = v[self.out]
         if values is not None:
             if values.shape[0] != self.outputs.shape[0]:
@@ -371,7 +546,7 @@ cdef class Tape:
             if self._ext_leaf[q]:
                 g[nargs + q] = A.grad[self._ext[q]]
         g[self.out] += seed
-        sweep_reverse(self._sop, self._a, self._b, self._k, self._args, nin, self.out, v, g)
+        sweep_reverse(self._sop, self._a, self._b, self._k, self._args, self._gap, nin, self.out, v, g)
         for q in range(nin - nargs):
             if self._ext_leaf[q] and A.aux[self._ext[q]] != FROZEN:    # a frozen leaf takes no gradient
                 A.grad[self._ext[q]] = g[nargs + q]
