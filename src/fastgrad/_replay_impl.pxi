@@ -77,16 +77,21 @@ cdef void strided_dot_adjoint(const f64* v, f64* g, const i32* pairs, intp cnt, 
 cdef extern from *:
     """
     #include <stdint.h>
+    /* The group at i (nodes i + r d): the input position px and stride dx, shared, and each node's
+       weight position w_r and stride d_r. */
+    #define FASTGRAD_GROUP_OPERANDS \\
+        const int32_t* p0 = args + a[i]; \\
+        const int32_t* p1 = args + a[i + d]; \\
+        const int32_t* p2 = args + a[i + 2 * d]; \\
+        const int32_t* p3 = args + a[i + 3 * d]; \\
+        Py_ssize_t px = p0[1], dx = p0[3] - p0[1]; \\
+        Py_ssize_t w0 = p0[0], w1 = p1[0], w2 = p2[0], w3 = p3[0]; \\
+        Py_ssize_t d0 = p0[2] - w0, d1 = p1[2] - w1, d2 = p2[2] - w2, d3 = p3[2] - w3;
+    #define FASTGRAD_GROUP_STEP px += dx; w0 += d0; w1 += d1; w2 += d2; w3 += d3;
     /* The values of the dot group at i: stores those of i + d, i + 2d, i + 3d and returns node i's. */
     static __attribute__((noinline)) double fastgrad_group_dot(
             double* v, const int32_t* a, const int32_t* args, Py_ssize_t i, Py_ssize_t d, Py_ssize_t cnt) {
-        const int32_t* p0 = args + a[i];
-        const int32_t* p1 = args + a[i + d];
-        const int32_t* p2 = args + a[i + 2 * d];
-        const int32_t* p3 = args + a[i + 3 * d];
-        Py_ssize_t px = p0[1], dx = p0[3] - p0[1];
-        Py_ssize_t w0 = p0[0], w1 = p1[0], w2 = p2[0], w3 = p3[0];
-        Py_ssize_t d0 = p0[2] - w0, d1 = p1[2] - w1, d2 = p2[2] - w2, d3 = p3[2] - w3;
+        FASTGRAD_GROUP_OPERANDS
         double y0 = 0.0, y1 = 0.0, y2 = 0.0, y3 = 0.0, x;
         for (Py_ssize_t m = 0; m < cnt; m++) {
             x = v[px];
@@ -94,7 +99,7 @@ cdef extern from *:
             y1 += v[w1] * x;
             y2 += v[w2] * x;
             y3 += v[w3] * x;
-            px += dx; w0 += d0; w1 += d1; w2 += d2; w3 += d3;
+            FASTGRAD_GROUP_STEP
         }
         v[i + d] = y1;
         v[i + 2 * d] = y2;
@@ -106,13 +111,7 @@ cdef extern from *:
     static __attribute__((noinline)) void fastgrad_group_dot_adjoint(
             const double* v, double* g, const int32_t* a, const int32_t* args, Py_ssize_t i, Py_ssize_t d,
             Py_ssize_t cnt, double g0) {
-        const int32_t* p0 = args + a[i];
-        const int32_t* p1 = args + a[i + d];
-        const int32_t* p2 = args + a[i + 2 * d];
-        const int32_t* p3 = args + a[i + 3 * d];
-        Py_ssize_t px = p0[1], dx = p0[3] - p0[1];
-        Py_ssize_t w0 = p0[0], w1 = p1[0], w2 = p2[0], w3 = p3[0];
-        Py_ssize_t d0 = p0[2] - w0, d1 = p1[2] - w1, d2 = p2[2] - w2, d3 = p3[2] - w3;
+        FASTGRAD_GROUP_OPERANDS
         double g1 = g[i + d], g2 = g[i + 2 * d], g3 = g[i + 3 * d], x, gx;
         for (Py_ssize_t m = 0; m < cnt; m++) {
             x = v[px];
@@ -126,7 +125,7 @@ cdef extern from *:
             g[w0] += g0 * x;
             gx += g0 * v[w0];
             g[px] = gx;
-            px += dx; w0 += d0; w1 += d1; w2 += d2; w3 += d3;
+            FASTGRAD_GROUP_STEP
         }
     }
     """
