@@ -261,6 +261,65 @@ def test_dot_groups_stop_at_the_output_where_the_reverse_sweep_starts():
     assert [same(c, p.grad) for c, p in zip(compiled, params)] == [True] * len(params)
 
 
+def _runs(fn, args):
+    return fg.compile(fn).tape(*args).chain_runs
+
+
+LINKS = (lambda y: y * -0.75, lambda y: y + 0.25, lambda y: y.tanh(), lambda y: y.exp(), lambda y: -y,
+         lambda y: y.relu(), lambda y: y.leaky_relu(0.1), lambda y: y ** 3, lambda y: 2.0 ** y,
+         lambda y: y.sin(), lambda y: 1.5 - y, lambda y: abs(y), lambda y: 0.5 / (y + 3.0),
+         lambda y: y.sigmoid(), lambda y: y.softplus())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chain_runs_replay_like_eager(seed):
+    """Runs of one-operand links (each reading only the node before it, which nothing else reads) are
+    swept in loops of their own, adjoints in a register: the same bits as eager mode, where a run starts
+    at an argument, at a parameter whose .grad accumulates, after a node read twice, and where it stops at
+    a node read twice, at the output, and at relu's zero adjoints (-0.0 and 0.0 keep their signs)."""
+    rng = np.random.default_rng(seed)
+    w = fg.Var(float(rng.normal()))
+    order = [LINKS[j] for j in rng.permutation(len(LINKS))]
+
+    def links(y, ops):
+        for op in ops:
+            y = op(y)
+        return y
+
+    def from_argument(x):                       # the first run starts at x, an argument (a float when eager)
+        return links(x if isinstance(x, fg.Var) else fg.Var(x), order) * w
+
+    def from_parameter(x):                      # ... at w, whose .grad accumulates over the steps
+        return links(w, order) * x
+
+    def read_twice(x):                          # t is read twice: the runs stop at it and start after it
+        t = links(x * w, order[:7])
+        return links(t, order[7:]) + links(t, order[3:9])
+
+    def output_inside(x):                       # the loss is a link of a longer chain: the rest is auxiliary
+        loss = links(x * w, order[:8])
+        return loss, [links(loss, order[8:])]
+
+    def dead_relu(x):                           # relu at negative values: adjoints of -0.0 and 0.0
+        return links((x * w - 5.0).relu() * -2.0, order[:4]) + w * 0.5
+
+    x = (float(rng.uniform(0.2, 0.6)),)
+    for fn in (from_argument, from_parameter, read_twice, dead_relu):
+        assert _runs(fn, x) >= 1, fn.__name__
+        assert_same_run(fn, [w], x, steps=3)
+    assert _runs(read_twice, x) >= 3
+
+    step = fg.compile(output_inside)
+    assert step.tape(*x).chain_runs == 2        # one up to the loss, one after it (forward only)
+    w.grad = 0.0
+    loss, aux = step(*x)
+    compiled = w.grad
+    w.grad = 0.0
+    eager_loss, eager_aux = output_inside(*x)
+    eager_loss.backward()
+    assert same(loss.data, eager_loss.data) and same(aux[0], eager_aux[0].data) and same(compiled, w.grad)
+
+
 def test_a_node_computed_outside_is_an_input_whose_gradient_reaches_its_leaves():
     w = fg.Var(1.5)
     c = w * 2.0                 # computed once, outside: eager mode backpropagates through it to w
