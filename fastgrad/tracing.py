@@ -168,9 +168,12 @@ class Compiled(_Traced):
         return _rebuild(self._entry(key, args).tape, x)
 
     def __call__(self, *args: Any) -> Any:
-        if _engine._is_tracing() or _pytree.contains_var(args):
+        if _engine._is_tracing():
             return self._eager(args)
-        key, x = _numeric_arguments(args, "fg.compile")
+        plain = _plain_arguments(args)          # NOTE: numbers and real arrays hold no Var: no search
+        if plain is None and _pytree.contains_var(args):
+            return self._eager(args)
+        key, x = plain if plain is not None else _numeric_arguments(args, "fg.compile")
         entry = self._entry(key, args)
         if not _engine._is_grad_enabled():
             return self._replay(entry, x, backward=False)     # inside fg.no_grad: forward only
@@ -410,16 +413,27 @@ def _aux_tree(aux: Any, numbers: bool = False):
     return leaves, treedef
 
 
+def _plain_arguments(args: Tuple[Any, ...]) -> Optional[Tuple[Any, np.ndarray]]:
+    """`_numeric_arguments` of arguments that are all real NumPy arrays or Python numbers (the key: their
+    shapes), else None. One array is read in place (a view, when it is float64 and C-contiguous: the replay
+    copies its input vector before it runs)."""
+    if not all((type(a) is np.ndarray and a.dtype.kind in "biuf") or type(a) is float or type(a) is int
+               for a in args):
+        return None
+    key = tuple([a.shape if type(a) is np.ndarray else None for a in args])
+    if not args:
+        return key, np.empty(0)
+    if len(args) == 1 and type(args[0]) is np.ndarray:
+        return key, np.ravel(args[0]).astype(np.float64, copy=False)
+    return key, np.concatenate([np.ravel(a).astype(np.float64, copy=False) if type(a) is np.ndarray
+                                else np.array([a], dtype=np.float64) for a in args])
+
+
 def _numeric_arguments(args: Tuple[Any, ...], what: str) -> Tuple[Any, np.ndarray]:
-    """(cache key, input vector) of a call's arguments (numbers, real arrays, and trees of them). Fast path:
-    every argument a real NumPy array or a Python number, and the key is their shapes."""
-    if all((type(a) is np.ndarray and a.dtype.kind in "biuf") or type(a) is float or type(a) is int
-           for a in args):
-        key = tuple([a.shape if type(a) is np.ndarray else None for a in args])
-        if not args:
-            return key, np.empty(0)
-        return key, np.concatenate([np.ravel(a).astype(np.float64, copy=False) if type(a) is np.ndarray
-                                    else np.array([a], dtype=np.float64) for a in args])
+    """(cache key, input vector) of a call's arguments (numbers, real arrays, and trees of them)."""
+    plain = _plain_arguments(args)
+    if plain is not None:
+        return plain
     leaves, treedef = _pytree.flatten(tuple(args), f"{what} arguments")
     if any(isinstance(v, Var) for v in leaves):
         raise TypeError(f"{what}: takes numbers and arrays of numbers, not Vars")

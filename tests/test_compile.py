@@ -406,6 +406,27 @@ def test_it_traces_once_per_structure_and_retraces_when_it_changes():
     assert step.traces == 5
 
 
+
+def test_array_arguments_are_read_at_each_call_whatever_their_layout_or_dtype():
+    """One float64 array argument is read in place: a read-only one works, a change between calls is seen;
+    strided, integer and Fortran-ordered arrays are converted."""
+    w = fg.Var(0.5)
+    step = fg.compile(lambda X: fg.sum([w * x * float(j + 1) for j, x in enumerate(X.ravel())]))
+
+    def eager(X):
+        return sum(0.5 * x * float(j + 1) for j, x in enumerate(np.ravel(X)))
+
+    X = np.arange(6.0).reshape(3, 2)
+    X.setflags(write=False)
+    assert step(X).data == eager(X)
+    Y = X.copy()
+    step(Y)
+    Y[1, 1] = 10.0
+    assert step(Y).data == eager(Y)
+    for Z in (np.arange(12.0).reshape(3, 4)[:, ::2], np.arange(6).reshape(3, 2),
+              np.asfortranarray(np.arange(6.0).reshape(3, 2))):
+        assert step(Z).data == eager(Z), Z
+
 # ---------------------------------------------------------------------------------------------------------
 # what a trace cannot see: errors, never a wrong number
 # ---------------------------------------------------------------------------------------------------------
