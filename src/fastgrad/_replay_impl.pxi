@@ -294,21 +294,33 @@ cdef int check_tape(const u8[::1] op, const i64[::1] a, const i64[::1] b, const 
     return 0
 
 
+cdef inline intp n_operands(const u8* op, const i32* b, intp p) noexcept:
+    """How many operand slots node p of a checked tape reads (op: the tape's own codes)."""
+    if op[p] == OP_DOT:
+        return 2 * b[p]
+    if op[p] == OP_SUM:
+        return b[p]
+    if op[p] == OP_LEAF:
+        return 0
+    return 1 if b[p] < 0 else 2
+
+
+cdef inline intp operand(const u8* op, const i32* a, const i32* b, const i32* args, intp p, intp m) noexcept:
+    """The position node p reads in its operand slot m (m < n_operands)."""
+    if op[p] == OP_SUM or op[p] == OP_DOT:
+        return args[a[p] + m]
+    return a[p] if m == 0 else b[p]
+
+
 cdef void mark_rows(const u8* op, const i32* a, const i32* b, const i32* args, intp nin, intp n, u8* row,
                     const i64[::1] outputs) noexcept:
     """Give a row to every external input that something other than a dot node reads (or that is an
     output)."""
     cdef intp i, m
     for i in range(nin, n):
-        if op[i] == OP_DOT or op[i] == OP_LEAF:
-            continue
-        if op[i] == OP_SUM:
-            for m in range(b[i]):
-                row[args[a[i] + m]] = 1
-        else:
-            row[a[i]] = 1
-            if b[i] >= 0:
-                row[b[i]] = 1
+        if op[i] != OP_DOT:
+            for m in range(n_operands(op, b, i)):
+                row[operand(op, a, b, args, i, m)] = 1
     for m in range(outputs.shape[0]):
         row[outputs[m]] = 1
 
@@ -348,7 +360,7 @@ cdef bint group_fits(const u8* op, const i32* a, const i32* b, const i32* args, 
     """Can the strided dot nodes at i, i + d, i + 2d, i + 3d run as a group (the conditions above)?"""
     cdef intp lo[DOT_GROUP + 1]
     cdef intp hi[DOT_GROUP + 1]
-    cdef intp cnt = b[i], r, s, p, m, q, slots
+    cdef intp cnt = b[i], r, s, p, m, q
     cdef const i32* pr
     cdef const i32* p0 = args + a[i]
     cdef intp dx = p0[3] - p0[1]
@@ -368,17 +380,10 @@ cdef bint group_fits(const u8* op, const i32* a, const i32* b, const i32* args, 
             if not (hi[r] < lo[s] or hi[s] < lo[r]):
                 return False
     for p in range(i + 1, i + (DOT_GROUP - 1) * d):
-        if (p - i) % d == 0 or op[p] == OP_LEAF:
+        if (p - i) % d == 0:
             continue
-        if op[p] == OP_SUM or op[p] == OP_DOT:
-            slots = b[p] * (2 if op[p] == OP_DOT else 1)
-        else:
-            slots = 2
-        for m in range(slots):
-            if op[p] == OP_SUM or op[p] == OP_DOT:
-                q = args[a[p] + m]
-            else:
-                q = a[p] if m == 0 else b[p]
+        for m in range(n_operands(op, b, p)):
+            q = operand(op, a, b, args, p, m)
             for r in range(DOT_GROUP + 1):
                 if lo[r] <= q <= hi[r]:
                     return False
@@ -413,21 +418,15 @@ cdef intp mark_groups(const u8* op, const i32* a, const i32* b, const i32* args,
 cdef intp mark_chains(const u8* op, const i32* a, const i32* b, const i32* args, intp nin, intp n,
                       intp out, u8* sop, i32* gap) except -1:
     """Mark the chain runs (see above) of at least 2 links in sop: OP_CHAIN_END at the last link, with gap =
-    the run's length. A run never crosses ``out`` (the reverse
-    sweep starts there) and takes no node that already has a code of the single replay's own. Returns the
-    number of runs."""
+    the run's length. A run never crosses ``out`` (the reverse sweep starts there) and takes no node that
+    already has a code of the single replay's own. Returns the number of runs."""
     cdef intp i, m, i0, runs = 0
     cdef i32* uses = <i32*>calloc(max(n, 1), sizeof(i32))     # how many operand slots read each position
     if uses == NULL:
         raise MemoryError()
     for i in range(nin, n):
-        if op[i] == OP_SUM or op[i] == OP_DOT:
-            for m in range(b[i] * (2 if op[i] == OP_DOT else 1)):
-                uses[args[a[i] + m]] += 1
-        elif op[i] != OP_LEAF:
-            uses[a[i]] += 1
-            if b[i] >= 0:
-                uses[b[i]] += 1
+        for m in range(n_operands(op, b, i)):
+            uses[operand(op, a, b, args, i, m)] += 1
     i = nin
     while i < n:
         if not link(op, a, b, sop, i):
