@@ -173,7 +173,7 @@ class Compiled(_Traced):
         plain = _plain_arguments(args)          # NOTE: numbers and real arrays hold no Var: no search
         if plain is None and _pytree.contains_var(args):
             return self._eager(args)
-        key, x = plain if plain is not None else _numeric_arguments(args, "fg.compile")
+        key, x = plain if plain is not None else _tree_arguments(args, "fg.compile")
         entry = self._entry(key, args)
         if not _engine._is_grad_enabled():
             return self._replay(entry, x, backward=False)     # inside fg.no_grad: forward only
@@ -432,8 +432,11 @@ def _plain_arguments(args: Tuple[Any, ...]) -> Optional[Tuple[Any, np.ndarray]]:
 def _numeric_arguments(args: Tuple[Any, ...], what: str) -> Tuple[Any, np.ndarray]:
     """(cache key, input vector) of a call's arguments (numbers, real arrays, and trees of them)."""
     plain = _plain_arguments(args)
-    if plain is not None:
-        return plain
+    return plain if plain is not None else _tree_arguments(args, what)
+
+
+def _tree_arguments(args: Tuple[Any, ...], what: str) -> Tuple[Any, np.ndarray]:
+    """`_numeric_arguments` of arguments that `_plain_arguments` does not take: the key is their tree."""
     leaves, treedef = _pytree.flatten(tuple(args), f"{what} arguments")
     if any(isinstance(v, Var) for v in leaves):
         raise TypeError(f"{what}: takes numbers and arrays of numbers, not Vars")
