@@ -203,7 +203,8 @@ def test_dot_groups_replay_like_eager_and_form_only_where_the_order_of_every_add
     """The single replay runs 4 neurons of a layer (strided dot nodes over the same inputs) as one group.
     Where a node between them reads the group's weights or inputs, or the weights overlap, or the inputs do
     not step, a group would add some adjoint terms in another order: none is formed there. Every case
-    matches eager mode bit for bit over 3 accumulating steps."""
+    matches eager mode bit for bit over 3 accumulating steps. (Five inputs: the adjoint's pairs of input
+    slots leave one over; weights at stride 1 take the pairs, at stride 2 the slot-by-slot loop.)"""
     W, bias, u, args, params = _layer_parts(seed)
 
     def inputs(x):
@@ -230,8 +231,14 @@ def test_dot_groups_replay_like_eager_and_form_only_where_the_order_of_every_add
         h = inputs(x)
         return fg.sum([(fg.dot(w, [h[0]] * len(w)) + b).tanh() for w, b in zip(W, bias)])
 
-    for fn, groups in ((layer, 2), (reads_next_weight, 0), (reads_an_input, 0), (overlapping_weights, 0),
-                       (same_input_repeated, 0)):
+    def strided_weights(*x):                    # each neuron's weights at stride 2 (touched in order first)
+        h = inputs(x)
+        flat = [p for row in W for p in row]
+        return fg.sum(flat) + fg.sum([(fg.dot(flat[10 * j:10 * j + 10:2], h) + b).tanh()
+                                      for j, b in enumerate(bias[:4])])
+
+    for fn, groups in ((layer, 2), (strided_weights, 1), (reads_next_weight, 0), (reads_an_input, 0),
+                       (overlapping_weights, 0), (same_input_repeated, 0)):
         assert _groups(fn, args) == groups, fn.__name__
         assert_same_run(fn, params, args, steps=3)
 

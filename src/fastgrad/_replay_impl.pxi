@@ -94,6 +94,17 @@ cdef extern from *:
             double* v, const int32_t* a, const int32_t* args, Py_ssize_t i, Py_ssize_t d, Py_ssize_t cnt) {
         FASTGRAD_GROUP_OPERANDS
         double y0 = 0.0, y1 = 0.0, y2 = 0.0, y3 = 0.0, x;
+        if (d0 == 1 && d1 == 1 && d2 == 1 && d3 == 1) {    /* contiguous weights: one index for all four */
+            for (Py_ssize_t m = 0; m < cnt; m++) {
+                x = v[px];
+                y0 += v[w0 + m] * x;
+                y1 += v[w1 + m] * x;
+                y2 += v[w2 + m] * x;
+                y3 += v[w3 + m] * x;
+                px += dx;
+            }
+            cnt = 0;
+        }
         for (Py_ssize_t m = 0; m < cnt; m++) {
             x = v[px];
             y0 += v[w0] * x;
@@ -107,6 +118,27 @@ cdef extern from *:
         v[i + 3 * d] = y3;
         return y0;
     }
+    /* Two input slots at once where every weight range is contiguous (a layer's neurons: d_r = 1), in
+       2-lane vectors (SSE2 on x86-64, NEON on AArch64; GCC's and Clang's vector extension). Each lane gets
+       the same IEEE operations in the same order as the scalar loop below (-ffp-contract=off: no fused
+       multiply-adds), and the two slots of a pair touch distinct adjoints (dx != 0, disjoint ranges), so
+       the bits are the same. */
+    #if defined(__GNUC__) && (defined(__SSE2__) || defined(__ARM_NEON))
+    #define FASTGRAD_GROUP_PAIRS 1
+    typedef double fastgrad_v2 __attribute__((vector_size(16)));
+    static inline fastgrad_v2 fastgrad_load2(const double* p) {
+        fastgrad_v2 r;
+        __builtin_memcpy(&r, p, sizeof r);
+        return r;
+    }
+    static inline void fastgrad_store2(double* p, fastgrad_v2 r) { __builtin_memcpy(p, &r, sizeof r); }
+    /* Input slot pair (x, gx); weight r at w: its adjoint gains g_r x, the pair's adjoint g_r w. */
+    #define FASTGRAD_PAIR_TERM(w, gr) \
+        fastgrad_store2(g + w + m, fastgrad_load2(g + w + m) + gr * x); \
+        gx = gx + gr * fastgrad_load2(v + w + m);
+    #else
+    #define FASTGRAD_GROUP_PAIRS 0
+    #endif
     /* Add the dot group at i's adjoint terms (g0: node i's adjoint): per input slot, nodes 3, 2, 1, 0, as
        the reverse sweep would reach them one by one. */
     static __attribute__((noinline)) void fastgrad_group_dot_adjoint(
@@ -114,7 +146,25 @@ cdef extern from *:
             Py_ssize_t cnt, double g0) {
         FASTGRAD_GROUP_OPERANDS
         double g1 = g[i + d], g2 = g[i + 2 * d], g3 = g[i + 3 * d], x, gx;
-        for (Py_ssize_t m = 0; m < cnt; m++) {
+        Py_ssize_t m = 0;
+    #if FASTGRAD_GROUP_PAIRS
+        if (d0 == 1 && d1 == 1 && d2 == 1 && d3 == 1) {
+            fastgrad_v2 vg0 = {g0, g0}, vg1 = {g1, g1}, vg2 = {g2, g2}, vg3 = {g3, g3};
+            for (; m + 1 < cnt; m += 2) {
+                fastgrad_v2 x = {v[px], v[px + dx]};
+                fastgrad_v2 gx = {g[px], g[px + dx]};
+                FASTGRAD_PAIR_TERM(w3, vg3)
+                FASTGRAD_PAIR_TERM(w2, vg2)
+                FASTGRAD_PAIR_TERM(w1, vg1)
+                FASTGRAD_PAIR_TERM(w0, vg0)
+                g[px] = gx[0];
+                g[px + dx] = gx[1];
+                px += 2 * dx;
+            }
+            w0 += m; w1 += m; w2 += m; w3 += m;
+        }
+    #endif
+        for (; m < cnt; m++) {
             x = v[px];
             gx = g[px];
             g[w3] += g3 * x;
@@ -162,6 +212,12 @@ cdef f64 chain_reverse(const u8* op0, const f64* k, const f64* v, f64* g, intp i
     return gi
 
 
+cdef inline bint table_op(u8 o) noexcept nogil:
+    """Is o a unary, binary or constant-operand op of the table (codes 1 .. OP_SUM - 1), the common case,
+    tested first by the sweeps with one comparison?"""
+    return <u8>(o - 1) < <u8>(OP_SUM - 1)
+
+
 cdef void sweep_forward(const u8* op, const u8* op0, const i32* a, const i32* b, const f64* k,
                         const i32* args, const i32* gap, intp start, intp n, f64* v) noexcept nogil:
     cdef intp i, m, s, ai, bi
@@ -170,28 +226,7 @@ cdef void sweep_forward(const u8* op, const u8* op0, const i32* a, const i32* b,
     cdef u8 o
     for i in range(start, n):
         o = op[i]
-        if o == OP_SUM:
-            s = a[i]
-            y = 0.0
-            for m in range(b[i]):
-                y += v[args[s + m]]
-        elif o >= OP_DOT_STRIDED:                 # the single replay's own codes
-            if o == OP_DOT_STRIDED:
-                y = strided_dot(v, args + a[i], b[i])
-            elif o == OP_DOT_GROUP:
-                y = group_dot(v, a, args, i, gap[i], b[i])
-            elif o == OP_CHAIN_END:                # a chain run's last link: its op is op0's
-                y = op_value(op0[i], y, 0.0, k[i])
-            else:                                   # OP_DOT_DONE: computed by its group
-                y = v[i]
-        elif o == OP_DOT:
-            s = a[i]
-            y = 0.0
-            for m in range(b[i]):
-                y += v[args[s + 2 * m]] * v[args[s + 2 * m + 1]]
-        elif o == OP_LEAF:
-            y = k[i]
-        else:
+        if table_op(o):
             ai = a[i]
             bi = b[i]
             if ai == i - 1:
@@ -205,6 +240,27 @@ cdef void sweep_forward(const u8* op, const u8* op0, const i32* a, const i32* b,
             else:
                 xb = v[bi]
             y = op_value(o, xa, xb, k[i])
+        elif o >= OP_DOT_STRIDED:                 # the single replay's own codes
+            if o == OP_DOT_GROUP:
+                y = group_dot(v, a, args, i, gap[i], b[i])
+            elif o == OP_DOT_STRIDED:
+                y = strided_dot(v, args + a[i], b[i])
+            elif o == OP_CHAIN_END:                # a chain run's last link: its op is op0's
+                y = op_value(op0[i], y, 0.0, k[i])
+            else:                                   # OP_DOT_DONE: computed by its group
+                y = v[i]
+        elif o == OP_SUM:
+            s = a[i]
+            y = 0.0
+            for m in range(b[i]):
+                y += v[args[s + m]]
+        elif o == OP_DOT:
+            s = a[i]
+            y = 0.0
+            for m in range(b[i]):
+                y += v[args[s + 2 * m]] * v[args[s + 2 * m + 1]]
+        else:                                       # OP_LEAF
+            y = k[i]
         v[i] = y
 
 
@@ -218,28 +274,7 @@ cdef void sweep_reverse(const u8* op, const u8* op0, const i32* a, const i32* b,
     gi = g[out] if out >= start else 0.0                 # g[i] at the top of each step
     while i >= start:
         o = op[i]
-        if o == OP_SUM:
-            s = a[i]
-            for m in range(b[i]):
-                g[args[s + m]] += gi
-        elif o >= OP_DOT_STRIDED:                 # the single replay's own codes
-            if o == OP_DOT_STRIDED:
-                strided_dot_adjoint(v, g, args + a[i], b[i], gi)
-            elif o == OP_DOT_GROUP:
-                group_dot_adjoint(v, g, a, args, i, gap[i], b[i], gi)
-            elif o == OP_CHAIN_END:
-                gi = chain_reverse(op0, k, v, g, i, gap[i], gi)
-                i -= gap[i]
-                continue
-            # OP_DOT_DONE: its terms are added by its group
-        elif o == OP_DOT:
-            s = a[i]
-            for m in range(b[i]):
-                w = args[s + 2 * m]
-                x = args[s + 2 * m + 1]
-                g[w] += gi * v[x]
-                g[x] += gi * v[w]
-        elif o != OP_LEAF:
+        if table_op(o):
             ai = a[i]
             bi = b[i]
             op_grads(o, v[ai], v[bi] if bi >= 0 else 0.0, k[i], v[i], gi, &c0, &c1)
@@ -263,6 +298,28 @@ cdef void sweep_reverse(const u8* op, const u8* op0, const i32* a, const i32* b,
                 continue
             if bi >= 0:
                 g[bi] += c1
+        elif o >= OP_DOT_STRIDED:                 # the single replay's own codes
+            if o == OP_DOT_GROUP:
+                group_dot_adjoint(v, g, a, args, i, gap[i], b[i], gi)
+            elif o == OP_DOT_STRIDED:
+                strided_dot_adjoint(v, g, args + a[i], b[i], gi)
+            elif o == OP_CHAIN_END:
+                gi = chain_reverse(op0, k, v, g, i, gap[i], gi)
+                i -= gap[i]
+                continue
+            # OP_DOT_DONE: its terms are added by its group
+        elif o == OP_SUM:
+            s = a[i]
+            for m in range(b[i]):
+                g[args[s + m]] += gi
+        elif o == OP_DOT:
+            s = a[i]
+            for m in range(b[i]):
+                w = args[s + 2 * m]
+                x = args[s + 2 * m + 1]
+                g[w] += gi * v[x]
+                g[x] += gi * v[w]
+        # OP_LEAF: nothing to propagate
         i -= 1
         if i >= start:
             gi = g[i]
@@ -609,11 +666,13 @@ cdef class Tape:
             v[nargs + q] = A.value[self._ext[q]]
         sweep_forward(self._sop, self._op, self._a, self._b, self._k, self._args, self._gap, nin, n, v)
         y = v[self.out]
+        cdef const i64[::1] outs
         if values is not None:
-            if values.shape[0] != self.outputs.shape[0]:
-                raise ValueError(f"values: expected {self.outputs.shape[0]} slots, got {values.shape[0]}")
-            for q in range(values.shape[0]):
-                values[q] = v[<intp>self.outputs[q]]
+            outs = self.outputs         # NOTE: typed: indexing the array object made a NumPy scalar per output
+            if values.shape[0] != outs.shape[0]:
+                raise ValueError(f"values: expected {outs.shape[0]} slots, got {values.shape[0]}")
+            for q in range(outs.shape[0]):
+                values[q] = v[outs[q]]
         if not backward:
             return y
         for q in range(n):
