@@ -1,4 +1,6 @@
 """The two-moons demo: data, training to 100% for seeds 0-4, backends agreeing, progress, plot."""
+import contextlib
+import functools
 import importlib.util
 import io
 import sys
@@ -8,7 +10,7 @@ import pytest
 
 import fastgrad
 from fastgrad import reference
-from fastgrad.app import backends, bench, demo
+from fastgrad.app import backends, bench, demo, workloads
 from fastgrad.data import make_moons
 
 # ---- data ----
@@ -413,6 +415,26 @@ def test_the_fast_moons_rows_are_timed_in_turns():
     for row in rows:
         assert row["repeats"] == 6 and row["nodes"] == 7
         assert 0 < row["best_ms"] <= row["ms"] and 0 < row["gc_off_best_ms"] <= row["gc_off_ms"]
+
+
+def test_time_in_turns_calls_before_untimed_and_each_player_inside_its_context():
+    """workloads.time_in_turns (the moons rows' and fg.vmap threads row's loop): per round and player, one
+    untimed call then ``block`` timed ones, each after ``before``, all inside the player's context."""
+    log = []
+
+    @contextlib.contextmanager
+    def context(name):
+        log.append(f"enter {name}")
+        yield
+        log.append(f"exit {name}")
+
+    blocks = (("a", 2), ("b", 1))
+    players = [(lambda n=n: log.append(n), block, functools.partial(context, n),
+                lambda n=n: log.append(f"zero {n}")) for n, block in blocks]
+    times = workloads.time_in_turns(players, 2, gc_enabled=False)
+    turn = {n: [f"enter {n}"] + [f"zero {n}", n] * (1 + block) + [f"exit {n}"] for n, block in blocks}
+    assert log == (turn["a"] + turn["b"]) * 2
+    assert [len(t) for t in times] == [4, 2] and all(x >= 0 for t in times for x in t)
 
 
 def test_the_slow_moons_rows_run_before_the_fast_turns(monkeypatch):

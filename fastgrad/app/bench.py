@@ -5,7 +5,7 @@ Markdown tables; optionally JSON rows and a plot."""
 from __future__ import annotations
 
 import contextlib
-import gc
+import functools
 import importlib.util
 import json
 import os
@@ -30,25 +30,6 @@ from fastgrad.app.backends import (
     moons_step_implementations,
     step_graph_nodes,
 )
-
-
-def _time_steps(backend: Any, repeats: int, gc_enabled: bool) -> list[float]:
-    """Seconds of `repeats` steps, each freeing its graph, under the GC policy the caller set
-    (`workloads.gc_policy`, which makes one full collection first). GC on: no collection between steps but
-    the GC's own (each step pays for collecting its predecessors' garbage, as in a training loop). GC off:
-    off throughout; before each step, untimed, a collection of the youngest generation, which then holds
-    everything the previous step allocated (micrograd's cyclic graph) and nothing older, so it does not
-    walk the rest of the heap."""
-    clock = time.perf_counter
-    times = []
-    for _ in range(repeats):
-        if not gc_enabled:
-            gc.collect(0)
-        t0 = clock()
-        out = backend.train_step()
-        del out  # freeing the graph is part of the step
-        times.append(clock() - t0)
-    return times
 
 
 def bench_moons_step(quick: bool = False, seed: int = 0, progress: Callable[[str], None] | None = None
@@ -156,15 +137,12 @@ def _time_in_turns(entries: list[tuple[dict[str, Any], Callable[[], Any], int, i
                         row["nodes"] = step_graph_nodes(out[0], backend)
                     del out  # nothing of a step's graph may stay alive into the timed steps
             live.append(backend)
-        times: list[list[float]] = [[] for _ in entries]
+        players = [(backend.train_step, max(1, repeats // rounds),
+                    functools.partial(_threads_for, row["implementation"]), None)
+                   for (row, _, _, repeats), backend in zip(entries, live)]
         with workloads.gc_policy(gc_enabled):
-            for _ in range(rounds):
-                for (row, _, _, repeats), backend, own in zip(entries, live, times):
-                    with _threads_for(row["implementation"]):
-                        # one untimed step first: the others' turns left the caches holding their data
-                        _time_steps(backend, 1, gc_enabled)
-                        own += _time_steps(backend, max(1, repeats // rounds), gc_enabled)
-        del live
+            times = workloads.time_in_turns(players, rounds, gc_enabled)
+        del live, players
         for (row, *_), own in zip(entries, times):
             own.sort()
             row["repeats"] = len(own)

@@ -36,6 +36,7 @@ where its vocabulary (+ - * / **k relu) and its recursive topological sort allow
 ``benchmarks/bench_engine.py`` and ``python -m fastgrad bench`` print these rows as a Markdown table.
 """
 import contextlib
+import functools
 import gc
 import importlib
 import json
@@ -118,6 +119,41 @@ def gc_policy(enabled):
             gc.enable()
         else:
             gc.disable()
+
+
+def time_calls(call, repeats, gc_enabled, before=None):
+    """Seconds of ``repeats`` calls of ``call``, each freeing what it returns, under the GC policy the caller
+    set (``gc_policy``, which makes one full collection first). GC on: no collection between calls but the
+    GC's own (each call pays for collecting its predecessors' garbage, as in a training loop). GC off: off
+    throughout; before each call, untimed, a collection of the youngest generation, which then holds
+    everything the previous call allocated (micrograd's cyclic graph) and nothing older, so it does not walk
+    the rest of the heap. ``before`` (optional): called untimed before each call (a ``zero_grad``)."""
+    clock = time.perf_counter
+    times = []
+    for _ in range(repeats):
+        if not gc_enabled:
+            gc.collect(0)
+        if before is not None:
+            before()
+        t0 = clock()
+        out = call()
+        del out  # freeing the result (a step's graph) is part of the call
+        times.append(clock() - t0)
+    return times
+
+
+def time_in_turns(players, rounds, gc_enabled):
+    """Time several implementations taking turns, so that the drift of this shared machine's load and core
+    speed reaches them alike: ``rounds`` rounds in which each player ``(call, block, context, before)``, in
+    turn and inside ``context()``, makes one untimed call (the others' turns left the caches holding their
+    data), then ``block`` timed calls one by one (``time_calls``). Returns each player's times, in seconds."""
+    times = [[] for _ in players]
+    for _ in range(rounds):
+        for (call, block, context, before), own in zip(players, times):
+            with context():
+                time_calls(call, 1, gc_enabled, before)
+                own += time_calls(call, block, gc_enabled, before)
+    return times
 
 
 def _live_nodes():
@@ -463,24 +499,14 @@ def vmap_threads(n_samples=10 ** 4, rounds=5, block=3, threads=2, seed=0):
     X, y = moons(seed, n=n_samples)
     weights = initial_weights(2, (16, 16), seed)
     values = {}
-    clock = time.perf_counter
     for gc_enabled in (True, False):
         backends = {t: BatchedBackend(weights, X, y, 1, threads=t) for t in (1, threads)}
-        times = {t: [] for t in backends}
         for backend in backends.values():
             backend.data_loss(backend.X, backend.labels)  # traced here, untimed
+        players = [(functools.partial(b.data_loss, b.X, b.labels), block, contextlib.nullcontext,
+                    b.optimizer.zero_grad) for b in backends.values()]
         with gc_policy(gc_enabled):
-            for _ in range(rounds):
-                for t, backend in backends.items():
-                    for k in range(block + 1):        # call 0: untimed (the other's turn left the caches)
-                        if not gc_enabled:
-                            gc.collect(0)
-                        backend.optimizer.zero_grad()
-                        t0 = clock()
-                        backend.data_loss(backend.X, backend.labels)
-                        t1 = clock()
-                        if k:
-                            times[t].append(t1 - t0)
+            times = dict(zip(backends, time_in_turns(players, rounds, gc_enabled)))
         best = {t: 1e3 * min(v) for t, v in times.items()}
         grads = {t: [p.grad for p in backend.params] for t, backend in backends.items()}
         if grads[1] != grads[threads]:
