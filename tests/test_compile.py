@@ -243,6 +243,97 @@ def test_dot_groups_replay_like_eager_and_form_only_where_the_order_of_every_add
         assert_same_run(fn, params, args, steps=3)
 
 
+def _tails(fn, args):
+    tape = fg.compile(fn).tape(*args)
+    return tape.dot_groups, tape.group_tails
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_group_spans_run_each_neurons_tail_with_its_group_like_eager(seed):
+    """Where each of a group's 4 neurons is followed by the same number of tail nodes (a bias add, an
+    activation: each reading the node before it and at most a position before the group), the single replay
+    runs the group and its tails as one span, forward at its first node and in reverse from its last. The
+    common tails (bias + relu, bias + tanh) have kernels of their own; the others (every tail op: add, sub,
+    mul, + k, * k, neg, relu, tanh) go through the general one. Every case equals eager mode bit for bit over
+    3 accumulating steps, at kinks too (inputs of 0: relu at 0, relu's adjoint 0 where its input is 0)."""
+    W, bias, u, args, params = _layer_parts(seed)
+    c = fg.Var(0.75)
+    params = params + [c]
+
+    def inputs(x):
+        return [(ui * xi).tanh() for ui, xi in zip(u, x)]
+
+    def relu_layer(*x):                         # 8 neurons: 2 spans of 4 x 2 tail nodes
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, h) + b).relu() for w, b in zip(W, bias)])
+
+    def tanh_layer(*x):
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, h) + b).tanh() for w, b in zip(W, bias)])
+
+    def mixed_tails(*x):                        # 3 tail nodes per neuron, the general kernel
+        h = inputs(x)
+        tails = [lambda y, b: ((y - b) * c).relu(), lambda y, b: (-(y * b)).tanh(),
+                 lambda y, b: ((y + 0.5) * 2.0) - b, lambda y, b: (-y + b) * b]
+        return fg.sum([tails[j % 4](fg.dot(w, h), b) for j, (w, b) in enumerate(zip(W, bias))])
+
+    def bare_dots(*x):                          # neurons one after another (d = 1): spans with no tails
+        h = inputs(x)
+        return fg.sum([fg.dot(w, h) for w in W]) * c
+
+    def untailed(*x):                           # sigmoid is no tail op: groups, but no span
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, h) + b).sigmoid() for w, b in zip(W, bias)])
+
+    def reads_inside(*x):                       # a tail reads the group's first dot: no span
+        h = inputs(x)
+        ys = []
+        for w, b in zip(W[:4], bias):
+            ys.append(fg.dot(w, h))
+            ys[-1] = (ys[-1] + b) * (ys[0] if len(ys) > 1 else b)
+        return fg.sum(ys)
+
+    for fn, expected in ((relu_layer, (2, 16)), (tanh_layer, (2, 16)), (mixed_tails, (2, 24)),
+                         (bare_dots, (2, 0)), (untailed, (2, 0)), (reads_inside, (1, 0))):
+        assert _tails(fn, args) == expected, fn.__name__
+        assert_same_run(fn, params, args, steps=3)
+        assert_same_run(fn, params, tuple(0.0 for _ in args), steps=2)
+    for b in bias:                              # relu's kink itself: inputs 0 and biases 0 make x = 0
+        b.data = 0.0
+    for fn in (relu_layer, mixed_tails):
+        assert_same_run(fn, params, tuple(0.0 for _ in args), steps=2)
+
+
+def test_a_span_reaching_past_the_output_is_not_formed():
+    """The reverse sweep starts at the output: a span that would end after it is left a plain group. (A
+    trace puts the loss's own nodes first, so only a hand-made tape has an output inside a span: here, a
+    layer's tape whose output is moved to its last neuron's bias add.)"""
+    W, bias, u, args, params = _layer_parts(3)
+
+    def inputs(x):
+        return [(ui * xi).tanh() for ui, xi in zip(u, x)]
+
+    def layer(*x):
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, h) + b).relu() for w, b in zip(W[:4], bias)])
+
+    full = fg.compile(layer).tape(*args)
+    assert (full.dot_groups, full.group_tails) == (1, 8)
+    last_add = int(np.flatnonzero(full.op == full.op[full.out - 2])[-1])   # the 4th neuron's bias add
+    tape = Tape(full.op, full.a, full.b, full.k, full.operands, list(full.external), full.nargs, [last_add])
+    assert (tape.dot_groups, tape.group_tails) == (1, 0)
+    for p in params:
+        p.grad = 0.0
+    value = tape.run(np.array(args))
+    replayed = [p.grad for p in params]
+    for p in params:
+        p.grad = 0.0
+    eager = fg.dot(W[3], inputs([fg.Var(a) for a in args])) + bias[3]
+    eager.backward()
+    assert same(value, eager.data)
+    assert [same(r, p.grad) for r, p in zip(replayed, params)] == [True] * len(params)
+
+
 def test_dot_groups_stop_at_the_output_where_the_reverse_sweep_starts():
     """A layer computed after the loss (an auxiliary result) forms no group: the reverse sweep never
     reaches it; its values are still computed, and equal eager mode's."""
