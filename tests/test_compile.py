@@ -334,6 +334,44 @@ def test_a_span_reaching_past_the_output_is_not_formed():
     assert [same(r, p.grad) for r, p in zip(replayed, params)] == [True] * len(params)
 
 
+def test_hand_made_tapes_with_odd_tails_form_no_span_and_replay_as_one_node_after_another():
+    """A hand-made tape may give a bias add no second operand (b = -1) or a relu a second one: the span
+    kernels read b only for add, sub and mul, so such tails form no span, and the general sweep runs them (an
+    add with no b adds 0.0; a unary op's b gets a zero term). Values and gradients equal eager mode's on the
+    same program: relu(dot + 0.0), and the plain layer."""
+    W, bias, u, args, params = _layer_parts(4)
+
+    def inputs(x):
+        return [(ui * xi).tanh() for ui, xi in zip(u, x)]
+
+    def layer(*x):
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, h) + b).relu() for w, b in zip(W[:4], bias)])
+
+    def no_bias(*x):
+        h = inputs(x)
+        return fg.sum([(fg.dot(w, h) + 0.0).relu() for w in W[:4]])
+
+    full = fg.compile(layer).tape(*args)
+    assert (full.dot_groups, full.group_tails) == (1, 8)
+    relus = np.flatnonzero(full.op == full.op[full.out - 1])
+    for odd, same_as in ((relus - 1, no_bias), (relus, layer)):
+        b = full.b.copy()
+        b[odd] = -1 if same_as is no_bias else 0
+        tape = Tape(full.op, full.a, b, full.k, full.operands, list(full.external), full.nargs, full.outputs)
+        assert (tape.dot_groups, tape.group_tails) == (1, 0)
+        for p in params:
+            p.grad = 0.0
+        value = tape.run(np.array(args))
+        replayed = [p.grad for p in params]
+        for p in params:
+            p.grad = 0.0
+        eager = same_as(*(fg.Var(a) for a in args))
+        eager.backward()
+        assert same(value, eager.data)
+        assert [same(r, p.grad) for r, p in zip(replayed, params)] == [True] * len(params)
+
+
 def test_dot_groups_stop_at_the_output_where_the_reverse_sweep_starts():
     """A layer computed after the loss (an auxiliary result) forms no group: the reverse sweep never
     reaches it; its values are still computed, and equal eager mode's."""

@@ -223,7 +223,7 @@ cdef extern from *:
             FASTGRAD_GROUP_STEP
         }
     }
-    /* Group spans (see "Group tails" below). The tail ops, by codes of their own (FASTGRAD_TAIL_*, given
+    /* Group spans (see "Group spans" below). The tail ops, by codes of their own (FASTGRAD_TAIL_*, given
        by tail_code), with the op table's formulas: value, and the two adjoint products g * d0, g * d1. */
     enum { FASTGRAD_TAIL_NONE, FASTGRAD_TAIL_ADD, FASTGRAD_TAIL_SUB, FASTGRAD_TAIL_MUL, FASTGRAD_TAIL_ADDC,
            FASTGRAD_TAIL_MULC, FASTGRAD_TAIL_NEG, FASTGRAD_TAIL_RELU, FASTGRAD_TAIL_TANH };
@@ -668,6 +668,15 @@ cdef u8 tail_code(u8 o) noexcept:
     return FASTGRAD_TAIL_NONE
 
 
+cdef inline bint tail(u8 o, intp aj, intp bj, intp j, intp i) noexcept:
+    """Can node j (op o, operands aj, bj) be a tail node of the group at i: a tail op reading j - 1, and a
+    position before i if binary (a hand-made tape may give a binary op no b, or a unary op a b: the general
+    sweep handles those)?"""
+    if tail_code(o) == FASTGRAD_TAIL_NONE or aj != j - 1 or bj >= i:
+        return False
+    return (bj >= 0) == (o == OP_ADD or o == OP_SUB or o == OP_MUL)
+
+
 cdef u8 span_pattern(const u8* tc, intp i, intp d) noexcept:
     """The span at i's pattern for the span kernels: FASTGRAD_SPAN_ADD_RELU (or _TANH) where every neuron's
     tail is a bias add then relu (tanh), FASTGRAD_SPAN_ANY otherwise."""
@@ -701,7 +710,7 @@ cdef intp mark_spans(const u8* op, const i32* a, const i32* b, intp out, intp n,
         for j in range(i + 1, e + 1):
             if (j - i) % d == 0:
                 continue
-            if sop[j] != op[j] or tail_code(op[j]) == FASTGRAD_TAIL_NONE or a[j] != j - 1 or b[j] >= i:
+            if sop[j] != op[j] or not tail(op[j], a[j], b[j], j, i):
                 fits = False
                 break
         if not fits:
