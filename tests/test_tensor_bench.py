@@ -61,6 +61,51 @@ def test_moons_targets_name_the_tensor_rows():
     assert f"target: {backends.TENSOR_NAME} >= 5x faster than torch eager: 4.2x (NOT met)" in lines
 
 
+def test_moons_targets_check_the_compiled_and_batched_steps():
+    """fg.compile's issue: the compiled step >= 1000x the reference, >= 2x jax.jit, within 2x of NumPy;
+    fg.vmap's no slower than NumPy. Each verdict follows the numbers, either way."""
+    def lines(compiled_ms, vs_reference):
+        times = ((backends.COMPILED_NAME, compiled_ms, vs_reference), (backends.JAX_NAME, 0.15, 1.0),
+                 (backends.NUMPY_NAME, 0.06, 1.0), (backends.VMAP_NAME, compiled_ms, 1.0))
+        rows = [{"workload": backends.MOONS_WORKLOAD, "implementation": name, "ms": ms, "vs_reference": vr}
+                for name, ms, vr in times]
+        return bench.moons_targets(rows)
+
+    fast, slow = lines(0.05, 2300.0), lines(0.125, 900.0)
+    c, v = backends.COMPILED_NAME, backends.VMAP_NAME
+    assert f"target: {c} >= 1000x faster than reference.py: 2300x (met)" in fast
+    assert f"target: {c} >= 1000x faster than reference.py: 900x (NOT met)" in slow
+    assert f"target: {c} >= 2x faster than jax.jit: 3.00x (met)" in fast
+    assert f"target: {c} >= 2x faster than jax.jit: 1.20x (NOT met)" in slow
+    assert f"target: {c} within 2x of the hand-written NumPy step: 0.83x (met)" in fast
+    assert f"target: {c} within 2x of the hand-written NumPy step: 2.08x (NOT met)" in slow
+    assert f"target: {v} no slower than the hand-written NumPy step: 0.83x (met)" in fast
+    assert f"target: {v} no slower than the hand-written NumPy step: 2.08x (NOT met)" in slow
+
+
+def test_compiled_targets_check_the_replay_cost_and_the_threads():
+    def row(name, size, unit, measured, baseline, value, ratio):
+        return {"name": name, "size": size, "unit": unit, "measured": measured, "baseline": baseline,
+                "value": value, "ratio": ratio}
+
+    def rows(ns, nodes, threads_ratio):
+        return [row("chain", f"{nodes:,} nodes", "ns/node (own graph)", "replay", "eager backward", ns, 1.0),
+                row("chain", f"{nodes:,} nodes", "ns/node (own graph)", "replay", "eager build+backward", ns,
+                    9.0),
+                row("fg.vmap moons loss", "10,000 samples", "ms / call", "threads=2", "threads=1", 1.0,
+                    threads_ratio)]
+
+    assert bench.compiled_targets(rows(2.9, 10 ** 6 + 1, 1.9)) == [
+        "target: fg.compile replay <= 4 ns/node on a 10^6-node tape: 2.9 (met)",
+        "target: fg.vmap on 2 threads >= 1.7x one thread: 1.90x (met)"]
+    assert bench.compiled_targets(rows(4.2, 10 ** 6 + 1, 1.65)) == [
+        "target: fg.compile replay <= 4 ns/node on a 10^6-node tape: 4.2 (NOT met)",
+        "target: fg.vmap on 2 threads >= 1.7x one thread: 1.65x (NOT met)"]
+    # --quick replays 10^5 nodes: no verdict on the 10^6-node target
+    assert bench.compiled_targets(rows(2.9, 10 ** 5 + 1, 1.9)) == [
+        "target: fg.vmap on 2 threads >= 1.7x one thread: 1.90x (met)"]
+
+
 # ---- the digits epoch ----
 
 @pytest.fixture(scope="module")

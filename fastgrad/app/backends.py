@@ -624,6 +624,9 @@ REFERENCE_NAME = "fastgrad.reference (pure Python)"
 NUMPY_NAME = "numpy, hand-written forward + backward"
 TENSOR_NAME = "fastgrad Tensor (batched)"
 TORCH_NAME = "torch (batched float64 tensors)"
+COMPILED_NAME = "fg.compile step (fastgrad.nn traced, replayed)"
+VMAP_NAME = "fg.vmap per-point loss (batched replay)"
+JAX_NAME = "jax.jit (batched float64 arrays)"
 
 
 def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[int], steps: int
@@ -633,10 +636,9 @@ def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[i
 
     impls: list[tuple[str, Callable[[], Any], int]] = [
         ("fastgrad.nn (one fused call per layer)", lambda: FusedBackend(weights, X, y, steps), 0),
-        ("fg.compile step (fastgrad.nn traced, replayed)", lambda: CompiledBackend(weights, X, y, steps), 0),
+        (COMPILED_NAME, lambda: CompiledBackend(weights, X, y, steps), 0),
         # one thread, as every implementation here (100 points are one block of fg.vmap's 128 anyway)
-        ("fg.vmap per-point loss (batched replay)",
-         lambda: BatchedBackend(weights, X, y, steps, threads=1), 0),
+        (VMAP_NAME, lambda: BatchedBackend(weights, X, y, steps, threads=1), 0),
         ("fastgrad engine API (fg.dot, no nn)", lambda: EngineBackend(fastgrad, weights, X, y, steps), 0),
         ("fg.Value, micrograd-style per-scalar", lambda: ScalarBackend(weights, X, y, steps), 1),
         (REFERENCE_NAME, lambda: EngineBackend(reference, weights, X, y, steps), 2),
@@ -648,7 +650,7 @@ def moons_step_implementations(weights: Weights, X: list[list[float]], y: list[i
     if _importable("torch"):
         impls.append((TORCH_NAME, lambda: TorchBackend(weights, X, y, steps), 0))
     if _importable("jax"):
-        impls.append(("jax.jit (batched float64 arrays)", lambda: JaxBackend(weights, X, y, steps), 0))
+        impls.append((JAX_NAME, lambda: JaxBackend(weights, X, y, steps), 0))
     return impls
 
 

@@ -20,11 +20,14 @@ from fastgrad.app import workloads
 from fastgrad.app.threads import one_blas_thread as _one_blas_thread
 from fastgrad.tracing import usable_cores
 from fastgrad.app.backends import (
+    COMPILED_NAME,
+    JAX_NAME,
     MOONS_WORKLOAD,
     NUMPY_NAME,
     REFERENCE_NAME,
     TENSOR_NAME,
     TORCH_NAME,
+    VMAP_NAME,
     initial_weights,
     moons,
     moons_step_implementations,
@@ -188,6 +191,7 @@ def run_bench(quick: bool = False, json_path: str | None = None, plot_path: str 
               f"{usable_cores()}), the two taking turns in rounds of consecutive calls, as the moons steps "
               "do. Best of repeats; tracing untimed.\n", file=out)
         print(workloads.compiled_markdown_table(compiled), file=out)
+        print("\n" + "\n".join(compiled_targets(compiled)), file=out)
         out.flush()
     if only in (None, "moons"):
         with _one_blas_thread():
@@ -327,6 +331,39 @@ def moons_targets(rows: list[dict[str, Any]]) -> list[str]:
         speedup = ms[TORCH_NAME] / ms[TENSOR_NAME]
         lines.append(f"target: {TENSOR_NAME} >= 5x faster than torch eager: {speedup:.1f}x "
                      f"({'met' if speedup >= 5 else 'NOT met'})")
+    # fg.compile's issue: the compiled step against the reference, jax.jit and NumPy; fg.vmap's against NumPy
+    if COMPILED_NAME in speed:
+        speedup = speed[COMPILED_NAME]
+        lines.append(f"target: {COMPILED_NAME} >= 1000x faster than reference.py: {speedup:.0f}x "
+                     f"({'met' if speedup >= 1000 else 'NOT met'})")
+    if COMPILED_NAME in ms and JAX_NAME in ms:
+        speedup = ms[JAX_NAME] / ms[COMPILED_NAME]
+        lines.append(f"target: {COMPILED_NAME} >= 2x faster than jax.jit: {speedup:.2f}x "
+                     f"({'met' if speedup >= 2 else 'NOT met'})")
+    if COMPILED_NAME in ms and NUMPY_NAME in ms:
+        ratio = ms[COMPILED_NAME] / ms[NUMPY_NAME]
+        lines.append(f"target: {COMPILED_NAME} within 2x of the hand-written NumPy step: {ratio:.2f}x "
+                     f"({'met' if ratio <= 2 else 'NOT met'})")
+    if VMAP_NAME in ms and NUMPY_NAME in ms:
+        ratio = ms[VMAP_NAME] / ms[NUMPY_NAME]
+        lines.append(f"target: {VMAP_NAME} no slower than the hand-written NumPy step: {ratio:.2f}x "
+                     f"({'met' if ratio <= 1 else 'NOT met'})")
+    return lines
+
+
+def compiled_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """fg.compile's issue's targets for the compiled tapes (the GC on), checked against this run: the replay
+    of a tape of 10^6 nodes or more at most 4 ns per node, fg.vmap on 2 threads at least 1.7x one."""
+    lines = []
+    for r in rows:
+        if r["unit"].startswith("ns/node") and r["baseline"] == "eager backward":
+            nodes = int(r["size"].split()[0].replace(",", ""))
+            if nodes >= 10 ** 6:
+                lines.append(f"target: fg.compile replay <= 4 ns/node on a 10^6-node tape: {r['value']:.1f} "
+                             f"({'met' if r['value'] <= 4 else 'NOT met'})")
+        elif r["name"].startswith("fg.vmap") and r["measured"] == "threads=2":
+            lines.append(f"target: fg.vmap on 2 threads >= 1.7x one thread: {r['ratio']:.2f}x "
+                         f"({'met' if r['ratio'] >= 1.7 else 'NOT met'})")
     return lines
 
 
