@@ -293,7 +293,14 @@ def test_group_spans_run_each_neurons_tail_with_its_group_like_eager(seed):
             ys[-1] = (ys[-1] + b) * (ys[0] if len(ys) > 1 else b)
         return fg.sum(ys)
 
+    def chain_after_span(*x):                   # a chain run (* 0.5, + 1) right after a span's last node
+        h = inputs(x)
+        ys = [(fg.dot(w, h) + b).relu() for w, b in zip(W, bias)]
+        return fg.sum(ys[:-1] + [ys[-1] * 0.5 + 1.0])
+
+    assert fg.compile(chain_after_span).tape(*args).chain_runs == 1
     for fn, expected in ((relu_layer, (2, 16)), (tanh_layer, (2, 16)), (mixed_tails, (2, 24)),
+                         (chain_after_span, (2, 16)),
                          (bare_dots, (2, 0)), (untailed, (2, 0)), (reads_inside, (1, 0))):
         assert _tails(fn, args) == expected, fn.__name__
         assert_same_run(fn, params, args, steps=3)
