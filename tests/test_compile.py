@@ -311,11 +311,10 @@ def test_group_spans_run_each_neurons_tail_with_its_group_like_eager(seed):
         assert_same_run(fn, params, tuple(0.0 for _ in args), steps=2)
 
 
-def test_a_span_reaching_past_the_output_is_not_formed():
-    """The reverse sweep starts at the output: a span that would end after it is left a plain group. (A
-    trace puts the loss's own nodes first, so only a hand-made tape has an output inside a span: here, a
-    layer's tape whose output is moved to its last neuron's bias add.)"""
-    W, bias, u, args, params = _layer_parts(3)
+def _four_neurons(seed):
+    """A layer of 4 neurons (relu(dot + bias)), its parameters and arguments, and the tape fg.compile makes
+    of it: one group, one span of 8 tail nodes."""
+    W, bias, u, args, params = _layer_parts(seed)
 
     def inputs(x):
         return [(ui * xi).tanh() for ui, xi in zip(u, x)]
@@ -324,21 +323,41 @@ def test_a_span_reaching_past_the_output_is_not_formed():
         h = inputs(x)
         return fg.sum([(fg.dot(w, h) + b).relu() for w, b in zip(W[:4], bias)])
 
-    full = fg.compile(layer).tape(*args)
-    assert (full.dot_groups, full.group_tails) == (1, 8)
-    last_add = int(np.flatnonzero(full.op == full.op[full.out - 2])[-1])   # the 4th neuron's bias add
-    tape = Tape(full.op, full.a, full.b, full.k, full.operands, list(full.external), full.nargs, [last_add])
-    assert (tape.dot_groups, tape.group_tails) == (1, 0)
+    tape = fg.compile(layer).tape(*args)
+    assert (tape.dot_groups, tape.group_tails) == (1, 8)
+    return W, bias, inputs, layer, args, params, tape
+
+
+def _replayed_like_eager(tape, args, params, eager_fn):
+    """Run the hand-made ``tape`` on ``args`` and eager ``eager_fn`` (a function of Vars): the same value and
+    the same gradients of ``params``, bit for bit."""
     for p in params:
         p.grad = 0.0
     value = tape.run(np.array(args))
     replayed = [p.grad for p in params]
     for p in params:
         p.grad = 0.0
-    eager = fg.dot(W[3], inputs([fg.Var(a) for a in args])) + bias[3]
+    eager = eager_fn(*(fg.Var(a) for a in args))
     eager.backward()
     assert same(value, eager.data)
     assert [same(r, p.grad) for r, p in zip(replayed, params)] == [True] * len(params)
+
+
+def _with(tape, b=None, outputs=None):
+    """``tape``'s arrays as a new Tape, with other b operands or outputs."""
+    return Tape(tape.op, tape.a, tape.b if b is None else b, tape.k, tape.operands, list(tape.external),
+                tape.nargs, tape.outputs if outputs is None else outputs)
+
+
+def test_a_span_reaching_past_the_output_is_not_formed():
+    """The reverse sweep starts at the output: a span that would end after it is left a plain group. (A
+    trace puts the loss's own nodes first, so only a hand-made tape has an output inside a span: here, a
+    layer's tape whose output is moved to its last neuron's bias add.)"""
+    W, bias, inputs, _, args, params, full = _four_neurons(3)
+    last_add = int(np.flatnonzero(full.op == full.op[full.out - 2])[-1])   # the 4th neuron's bias add
+    tape = _with(full, outputs=[last_add])
+    assert (tape.dot_groups, tape.group_tails) == (1, 0)
+    _replayed_like_eager(tape, args, params, lambda *x: fg.dot(W[3], inputs(x)) + bias[3])
 
 
 def test_hand_made_tapes_with_odd_tails_form_no_span_and_replay_as_one_node_after_another():
@@ -346,37 +365,19 @@ def test_hand_made_tapes_with_odd_tails_form_no_span_and_replay_as_one_node_afte
     kernels read b only for add, sub and mul, so such tails form no span, and the general sweep runs them (an
     add with no b adds 0.0; a unary op's b gets a zero term). Values and gradients equal eager mode's on the
     same program: relu(dot + 0.0), and the plain layer."""
-    W, bias, u, args, params = _layer_parts(4)
-
-    def inputs(x):
-        return [(ui * xi).tanh() for ui, xi in zip(u, x)]
-
-    def layer(*x):
-        h = inputs(x)
-        return fg.sum([(fg.dot(w, h) + b).relu() for w, b in zip(W[:4], bias)])
+    W, _, inputs, layer, args, params, full = _four_neurons(4)
 
     def no_bias(*x):
         h = inputs(x)
         return fg.sum([(fg.dot(w, h) + 0.0).relu() for w in W[:4]])
 
-    full = fg.compile(layer).tape(*args)
-    assert (full.dot_groups, full.group_tails) == (1, 8)
     relus = np.flatnonzero(full.op == full.op[full.out - 1])
-    for odd, same_as in ((relus - 1, no_bias), (relus, layer)):
+    for odd, b_value, same_as in ((relus - 1, -1, no_bias), (relus, 0, layer)):
         b = full.b.copy()
-        b[odd] = -1 if same_as is no_bias else 0
-        tape = Tape(full.op, full.a, b, full.k, full.operands, list(full.external), full.nargs, full.outputs)
+        b[odd] = b_value
+        tape = _with(full, b=b)
         assert (tape.dot_groups, tape.group_tails) == (1, 0)
-        for p in params:
-            p.grad = 0.0
-        value = tape.run(np.array(args))
-        replayed = [p.grad for p in params]
-        for p in params:
-            p.grad = 0.0
-        eager = same_as(*(fg.Var(a) for a in args))
-        eager.backward()
-        assert same(value, eager.data)
-        assert [same(r, p.grad) for r, p in zip(replayed, params)] == [True] * len(params)
+        _replayed_like_eager(tape, args, params, same_as)
 
 
 def test_dot_groups_stop_at_the_output_where_the_reverse_sweep_starts():
