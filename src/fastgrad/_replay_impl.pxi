@@ -223,40 +223,15 @@ cdef extern from *:
             FASTGRAD_GROUP_STEP
         }
     }
-    /* Group spans (see "Group spans" below). The tail ops, by codes of their own (FASTGRAD_TAIL_*, given
-       by tail_code), with the op table's formulas: value, and the two adjoint products g * d0, g * d1. */
-    enum { FASTGRAD_TAIL_NONE, FASTGRAD_TAIL_ADD, FASTGRAD_TAIL_SUB, FASTGRAD_TAIL_MUL, FASTGRAD_TAIL_ADDC,
-           FASTGRAD_TAIL_MULC, FASTGRAD_TAIL_NEG, FASTGRAD_TAIL_RELU, FASTGRAD_TAIL_TANH };
-    static inline double fastgrad_tail_value(unsigned char t, double a, double b, double k) {
-        switch (t) {
-            case FASTGRAD_TAIL_ADD: return a + b;
-            case FASTGRAD_TAIL_SUB: return a - b;
-            case FASTGRAD_TAIL_MUL: return a * b;
-            case FASTGRAD_TAIL_ADDC: return a + k;
-            case FASTGRAD_TAIL_MULC: return a * k;
-            case FASTGRAD_TAIL_NEG: return -a;
-            case FASTGRAD_TAIL_RELU: return (a > 0 || a != a) ? a : 0.0;
-            default: return tanh(a);                                /* FASTGRAD_TAIL_TANH */
-        }
-    }
-    /* Node j's adjoint products (gj: its adjoint) added to its operands: a = j - 1, and b if it has one. */
-    static inline void fastgrad_tail_adjoint(unsigned char t, const double* v, double* g, const int32_t* b,
-                                             const double* k, Py_ssize_t j, double gj) {
-        double a = v[j - 1];
-        Py_ssize_t bj = b[j];
-        switch (t) {
-            case FASTGRAD_TAIL_ADD: g[j - 1] += gj * 1.0; g[bj] += gj * 1.0; break;
-            case FASTGRAD_TAIL_SUB: g[j - 1] += gj * 1.0; g[bj] += gj * -1.0; break;
-            case FASTGRAD_TAIL_MUL: { double xb = v[bj]; g[j - 1] += gj * xb; g[bj] += gj * a; break; }
-            case FASTGRAD_TAIL_ADDC: g[j - 1] += gj * 1.0; break;
-            case FASTGRAD_TAIL_MULC: g[j - 1] += gj * k[j]; break;
-            case FASTGRAD_TAIL_NEG: g[j - 1] += gj * -1.0; break;
-            case FASTGRAD_TAIL_RELU: g[j - 1] += gj * (a > 0 ? 1.0 : 0.0); break;
-            default: { double y = v[j]; g[j - 1] += gj * (1.0 - y * y); }   /* FASTGRAD_TAIL_TANH */
-        }
-    }
-    /* The common spans, a layer's neurons with a bias and an activation (tc[i], the pattern of the span at
-       i): each tail in a loop of its own, the same formulas as the general one. */
+    /* Group spans (see "Group spans" below). The general tail runs the op table's own functions, op_value
+       and op_grads (the module sets these pointers to them at import), as the sweeps do. */
+    typedef double (*fastgrad_value_fn)(uint8_t, double, double, double);
+    typedef void (*fastgrad_grads_fn)(uint8_t, double, double, double, double, double, double*, double*);
+    static fastgrad_value_fn fastgrad_op_value;
+    static fastgrad_grads_fn fastgrad_op_grads;
+    /* The common spans, a layer's neurons with a bias add and then relu or tanh (the span's pattern), have
+       loops of their own with those ops' formulas written out: the same operations as op_value's and
+       op_grads' (the span tests compare every pattern with eager mode, bit for bit). */
     enum { FASTGRAD_SPAN_ANY, FASTGRAD_SPAN_ADD_RELU, FASTGRAD_SPAN_ADD_TANH };
     #define FASTGRAD_SPAN_FORWARD(act) \
         for (Py_ssize_t p = i; p < i + 4 * d; p += d) { \
@@ -272,17 +247,18 @@ cdef extern from *:
             g[p] += gj * 1.0; \
             g[b[p + 1]] += gj * 1.0; \
         }
-    /* Forward of the span at i: the group's 4 dot values, then each neuron's tail (d - 1 nodes after it). */
+    /* Forward of the span at i: the group's 4 dot values, then each neuron's tail (d - 1 nodes after it,
+       op0: their op codes), as the forward sweep computes a node (an operand b < 0 reads as 0.0). */
     static __attribute__((noinline)) double fastgrad_span_forward(
-            double* v, const unsigned char* tc, const int32_t* a, const int32_t* b, const double* k,
-            const int32_t* args, Py_ssize_t i, Py_ssize_t d, Py_ssize_t cnt) {
+            double* v, const uint8_t* op0, uint8_t pattern, const int32_t* a, const int32_t* b,
+            const double* k, const int32_t* args, Py_ssize_t i, Py_ssize_t d, Py_ssize_t cnt) {
         double y0 = fastgrad_group_dot(v, a, args, i, d, cnt);
         v[i] = y0;
-        if (tc[i] == FASTGRAD_SPAN_ADD_RELU) {
+        if (pattern == FASTGRAD_SPAN_ADD_RELU) {
             FASTGRAD_SPAN_FORWARD((y > 0 || y != y) ? y : 0.0)
             return y0;
         }
-        if (tc[i] == FASTGRAD_SPAN_ADD_TANH) {
+        if (pattern == FASTGRAD_SPAN_ADD_TANH) {
             FASTGRAD_SPAN_FORWARD(tanh(y))
             return y0;
         }
@@ -290,52 +266,60 @@ cdef extern from *:
             double y = v[p];
             for (Py_ssize_t j = p + 1; j < p + d; j++) {
                 Py_ssize_t bj = b[j];
-                y = fastgrad_tail_value(tc[j], y, bj >= 0 ? v[bj] : 0.0, k[j]);
+                y = fastgrad_op_value(op0[j], y, bj >= 0 ? v[bj] : 0.0, k[j]);
                 v[j] = y;
             }
         }
         return y0;
     }
     /* Reverse of the span at i, from its last node down, as the sweep would go node by node: each tail
-       node's products, then the group's dot adjoint terms at i. */
+       node's adjoint products added to its operands (a = j - 1, and b if it has one), then the group's dot
+       adjoint terms at i. */
     static __attribute__((noinline)) void fastgrad_span_reverse(
-            const double* v, double* g, const unsigned char* tc, const int32_t* a, const int32_t* b,
-            const double* k, const int32_t* args, Py_ssize_t i, Py_ssize_t d, Py_ssize_t cnt) {
-        if (tc[i] == FASTGRAD_SPAN_ADD_RELU) {
+            const double* v, double* g, const uint8_t* op0, uint8_t pattern, const int32_t* a,
+            const int32_t* b, const double* k, const int32_t* args, Py_ssize_t i, Py_ssize_t d,
+            Py_ssize_t cnt) {
+        if (pattern == FASTGRAD_SPAN_ADD_RELU) {
             FASTGRAD_SPAN_REVERSE(x > 0 ? 1.0 : 0.0)
-        } else if (tc[i] == FASTGRAD_SPAN_ADD_TANH) {
+        } else if (pattern == FASTGRAD_SPAN_ADD_TANH) {
             FASTGRAD_SPAN_REVERSE(1.0 - y * y)
         } else {
             for (Py_ssize_t p = i + 3 * d; p >= i; p -= d)
-                for (Py_ssize_t j = p + d - 1; j > p; j--)
-                    fastgrad_tail_adjoint(tc[j], v, g, b, k, j, g[j]);
+                for (Py_ssize_t j = p + d - 1; j > p; j--) {
+                    Py_ssize_t bj = b[j];
+                    double c0, c1;
+                    fastgrad_op_grads(op0[j], v[j - 1], bj >= 0 ? v[bj] : 0.0, k[j], v[j], g[j], &c0, &c1);
+                    g[j - 1] += c0;
+                    if (bj >= 0)
+                        g[bj] += c1;
+                }
         }
         fastgrad_group_dot_adjoint(v, g, a, args, i, d, cnt, g[i]);
     }
     """
+    ctypedef f64 (*fastgrad_value_fn)(u8, f64, f64, f64) noexcept nogil
+    ctypedef void (*fastgrad_grads_fn)(u8, f64, f64, f64, f64, f64, f64*, f64*) noexcept nogil
+    fastgrad_value_fn fastgrad_op_value
+    fastgrad_grads_fn fastgrad_op_grads
     enum:
         FASTGRAD_SPAN_ANY
         FASTGRAD_SPAN_ADD_RELU
         FASTGRAD_SPAN_ADD_TANH
-        FASTGRAD_TAIL_NONE
-        FASTGRAD_TAIL_ADD
-        FASTGRAD_TAIL_SUB
-        FASTGRAD_TAIL_MUL
-        FASTGRAD_TAIL_ADDC
-        FASTGRAD_TAIL_MULC
-        FASTGRAD_TAIL_NEG
-        FASTGRAD_TAIL_RELU
-        FASTGRAD_TAIL_TANH
-    f64 span_forward "fastgrad_span_forward" (f64* v, const u8* tc, const i32* a, const i32* b, const f64* k,
-                                              const i32* args, intp i, intp d, intp cnt) noexcept nogil
-    void span_reverse "fastgrad_span_reverse" (const f64* v, f64* g, const u8* tc, const i32* a, const i32* b,
-                                               const f64* k, const i32* args, intp i, intp d,
+    f64 span_forward "fastgrad_span_forward" (f64* v, const u8* op0, u8 pattern, const i32* a, const i32* b,
+                                              const f64* k, const i32* args, intp i, intp d,
+                                              intp cnt) noexcept nogil
+    void span_reverse "fastgrad_span_reverse" (const f64* v, f64* g, const u8* op0, u8 pattern, const i32* a,
+                                               const i32* b, const f64* k, const i32* args, intp i, intp d,
                                                intp cnt) noexcept nogil
     f64 group_dot "fastgrad_group_dot" (f64* v, const i32* a, const i32* args, intp i, intp d,
                                         intp cnt) noexcept nogil
     void group_dot_adjoint "fastgrad_group_dot_adjoint" (const f64* v, f64* g, const i32* a,
                                                          const i32* args, intp i, intp d, intp cnt,
                                                          f64 g0) noexcept nogil
+
+
+fastgrad_op_value = op_value     # the span kernels' general tail: the op table's functions themselves
+fastgrad_op_grads = op_grads
 
 
 # Chain runs. A node whose one operand is the node just before it (a unary op, or one with a constant:
@@ -369,7 +353,7 @@ cdef inline bint table_op(u8 o) noexcept nogil:
     return <u8>(o - 1) < <u8>(OP_SUM - 1)
 
 
-cdef void sweep_forward(const u8* op, const u8* op0, const u8* tc, const i32* a, const i32* b,
+cdef void sweep_forward(const u8* op, const u8* op0, const u8* pattern, const i32* a, const i32* b,
                         const f64* k, const i32* args, const i32* gap, intp start, intp n,
                         f64* v) noexcept nogil:
     cdef intp i, m, s, ai, bi
@@ -395,7 +379,7 @@ cdef void sweep_forward(const u8* op, const u8* op0, const u8* tc, const i32* a,
             y = op_value(o, xa, xb, k[i])
         elif o >= OP_DOT_STRIDED:                 # the single replay's own codes
             if o == OP_DOT_SPAN:                  # the whole span: on to its last node (stored again)
-                span_forward(v, tc, a, b, k, args, i, gap[i], b[i])
+                span_forward(v, op0, pattern[i], a, b, k, args, i, gap[i], b[i])
                 i += DOT_GROUP * gap[i] - 1
                 y = v[i]
             elif o == OP_DOT_GROUP:
@@ -422,7 +406,7 @@ cdef void sweep_forward(const u8* op, const u8* op0, const u8* tc, const i32* a,
         i += 1
 
 
-cdef void sweep_reverse(const u8* op, const u8* op0, const u8* tc, const i32* a, const i32* b,
+cdef void sweep_reverse(const u8* op, const u8* op0, const u8* pattern, const i32* a, const i32* b,
                         const f64* k, const i32* args, const i32* gap, intp start, intp out, const f64* v,
                         f64* g) noexcept nogil:
     cdef intp i, m, s, x, w, ai, bi
@@ -459,7 +443,7 @@ cdef void sweep_reverse(const u8* op, const u8* op0, const u8* tc, const i32* a,
         elif o >= OP_DOT_STRIDED:                 # the single replay's own codes
             if o == OP_SPAN_TOP:
                 i -= gap[i]                         # the span's first node
-                span_reverse(v, g, tc, a, b, k, args, i, gap[i], b[i])
+                span_reverse(v, g, op0, pattern[i], a, b, k, args, i, gap[i], b[i])
             elif o == OP_DOT_GROUP:
                 group_dot_adjoint(v, g, a, args, i, gap[i], b[i], gi)
             elif o == OP_DOT_STRIDED:
@@ -647,58 +631,38 @@ cdef intp mark_groups(const u8* op, const i32* a, const i32* b, const i32* args,
 # 4 neurons, have loops of their own; on the moons tape, spans took the replay from 54 to 36 us (callgrind:
 # 219 to 145 million instructions for 201 replays).
 
-cdef u8 tail_code(u8 o) noexcept:
-    """The span kernels' code for a tail op, FASTGRAD_TAIL_NONE for an op they do not run."""
-    if o == OP_ADD:
-        return FASTGRAD_TAIL_ADD
-    if o == OP_SUB:
-        return FASTGRAD_TAIL_SUB
-    if o == OP_MUL:
-        return FASTGRAD_TAIL_MUL
-    if o == OP_ADDC:
-        return FASTGRAD_TAIL_ADDC
-    if o == OP_MULC:
-        return FASTGRAD_TAIL_MULC
-    if o == OP_NEG:
-        return FASTGRAD_TAIL_NEG
-    if o == OP_RELU:
-        return FASTGRAD_TAIL_RELU
-    if o == OP_TANH:
-        return FASTGRAD_TAIL_TANH
-    return FASTGRAD_TAIL_NONE
-
-
 cdef inline bint tail(u8 o, intp aj, intp bj, intp j, intp i) noexcept:
     """Can node j (op o, operands aj, bj) be a tail node of the group at i: a tail op reading j - 1, and a
     position before i if binary (a hand-made tape may give a binary op no b, or a unary op a b: the general
     sweep handles those)?"""
-    if tail_code(o) == FASTGRAD_TAIL_NONE or aj != j - 1 or bj >= i:
+    cdef bint binary = o == OP_ADD or o == OP_SUB or o == OP_MUL
+    if not (binary or o == OP_ADDC or o == OP_MULC or o == OP_NEG or o == OP_RELU or o == OP_TANH):
         return False
-    return (bj >= 0) == (o == OP_ADD or o == OP_SUB or o == OP_MUL)
+    return aj == j - 1 and bj < i and (bj >= 0) == binary
 
 
-cdef u8 span_pattern(const u8* tc, intp i, intp d) noexcept:
+cdef u8 span_pattern(const u8* op, intp i, intp d) noexcept:
     """The span at i's pattern for the span kernels: FASTGRAD_SPAN_ADD_RELU (or _TANH) where every neuron's
     tail is a bias add then relu (tanh), FASTGRAD_SPAN_ANY otherwise."""
     cdef intp r
-    cdef u8 act = tc[i + 2] if d == 3 else FASTGRAD_TAIL_NONE
-    if act != FASTGRAD_TAIL_RELU and act != FASTGRAD_TAIL_TANH:
+    cdef u8 act = op[i + 2] if d == 3 else OP_LEAF
+    if act != OP_RELU and act != OP_TANH:
         return FASTGRAD_SPAN_ANY
     for r in range(DOT_GROUP):
-        if tc[i + r * d + 1] != FASTGRAD_TAIL_ADD or tc[i + r * d + 2] != act:
+        if op[i + r * d + 1] != OP_ADD or op[i + r * d + 2] != act:
             return FASTGRAD_SPAN_ANY
-    return FASTGRAD_SPAN_ADD_RELU if act == FASTGRAD_TAIL_RELU else FASTGRAD_SPAN_ADD_TANH
+    return FASTGRAD_SPAN_ADD_RELU if act == OP_RELU else FASTGRAD_SPAN_ADD_TANH
 
 
 cdef intp mark_spans(const u8* op, const i32* a, const i32* b, intp out, intp n, u8* sop, i32* gap,
-                     u8* tc) noexcept:
-    """Turn the dot groups whose tails fill their span into spans (above): OP_DOT_SPAN at i, OP_SPAN_TOP
-    (gap: the span's length - 1) at its last node, OP_DOT_DONE between (so that no chain run takes them:
-    mark_chains runs after), the tail codes in tc. Returns the number of tail nodes."""
+                     u8* pattern) noexcept:
+    """Turn the dot groups whose tails fill their span into spans (above): OP_DOT_SPAN at i, with its
+    pattern, OP_SPAN_TOP (gap: the span's length - 1) at its last node, OP_DOT_DONE between (so that no
+    chain run takes them: mark_chains runs after). Returns the number of tail nodes."""
     cdef intp i, j, d, e, tails = 0
     cdef bint fits
     for i in range(n):
-        tc[i] = FASTGRAD_TAIL_NONE
+        pattern[i] = FASTGRAD_SPAN_ANY
     for i in range(n):
         if sop[i] != OP_DOT_GROUP:
             continue
@@ -717,10 +681,8 @@ cdef intp mark_spans(const u8* op, const i32* a, const i32* b, intp out, intp n,
             continue
         for j in range(i + 1, e + 1):
             sop[j] = OP_DOT_DONE                # the forward passes over them; the reverse jumps over them
-            if (j - i) % d != 0:
-                tc[j] = tail_code(op[j])
-                tails += 1
-        tc[i] = span_pattern(tc, i, d)
+        tails += DOT_GROUP * (d - 1)
+        pattern[i] = span_pattern(op, i, d)
         sop[i] = OP_DOT_SPAN
         sop[e] = OP_SPAN_TOP
         gap[e] = <i32>(e - i)
@@ -777,7 +739,7 @@ cdef class Tape:
     cdef readonly intp dot_groups   # the groups of 4 dot nodes the single replay runs together
     cdef readonly intp chain_runs   # the chain runs it sweeps in loops of their own
     cdef readonly intp group_tails  # the tail nodes of the dot groups' spans (run with their groups)
-    cdef u8* _tc             # the span kernels' code of each tail node; at a span's first node, its pattern
+    cdef u8* _pattern        # at a span's first node, the span's pattern (FASTGRAD_SPAN_*)
     cdef object _a32, _b32, _args32              # int32 copies of a, b, operands (half the index traffic)
     cdef const i32* _a
     cdef const i32* _b
@@ -827,14 +789,14 @@ cdef class Tape:
         self._row = <u8*>malloc(max(self.n, 1))
         self._sop = <u8*>malloc(max(self.n, 1))
         self._gap = <i32*>malloc(max(self.n, 1) * sizeof(i32))
-        self._tc = <u8*>malloc(max(self.n, 1))
-        if self._row == NULL or self._sop == NULL or self._gap == NULL or self._tc == NULL:
+        self._pattern = <u8*>malloc(max(self.n, 1))
+        if self._row == NULL or self._sop == NULL or self._gap == NULL or self._pattern == NULL:
             raise MemoryError()
         mark_strided(self._op, self._a, self._b, self._args, self.nin, self.n, self._sop)
         self.dot_groups = mark_groups(self._op, self._a, self._b, self._args, self.nin, self.out, self._sop,
                                       self._gap)
         self.group_tails = mark_spans(self._op, self._a, self._b, self.out, self.n, self._sop, self._gap,
-                                      self._tc)
+                                      self._pattern)
         self.chain_runs = mark_chains(self._op, self._a, self._b, self._args, self.nin, self.n, self.out,
                                       self._sop, self._gap)
         for q in range(self.n):
@@ -850,7 +812,7 @@ cdef class Tape:
         free(self._scratch)
         free(self._row)
         free(self._sop)
-        free(self._tc)
+        free(self._pattern)
         free(self._gap)
         free(self._ext)
         free(self._ext_leaf)
@@ -925,7 +887,7 @@ cdef class Tape:
             v[q] = x[q]
         for q in range(nin - nargs):
             v[nargs + q] = A.value[self._ext[q]]
-        sweep_forward(self._sop, self._op, self._tc, self._a, self._b, self._k, self._args, self._gap, nin, n,
+        sweep_forward(self._sop, self._op, self._pattern, self._a, self._b, self._k, self._args, self._gap, nin, n,
                       v)
         y = v[self.out]
         cdef const i64[::1] outs
@@ -943,7 +905,7 @@ cdef class Tape:
             if self._ext_leaf[q]:
                 g[nargs + q] = A.grad[self._ext[q]]
         g[self.out] += seed
-        sweep_reverse(self._sop, self._op, self._tc, self._a, self._b, self._k, self._args, self._gap, nin,
+        sweep_reverse(self._sop, self._op, self._pattern, self._a, self._b, self._k, self._args, self._gap, nin,
                       self.out, v, g)
         for q in range(nin - nargs):
             if self._ext_leaf[q] and A.aux[self._ext[q]] != FROZEN:    # a frozen leaf takes no gradient
