@@ -84,14 +84,15 @@ def test_moons_targets_check_the_compiled_and_batched_steps():
 
 
 def test_compiled_targets_check_the_replay_cost_and_the_threads():
-    def row(name, size, unit, measured, baseline, value, ratio):
+    def row(name, size, unit, measured, baseline, value, ratio, **extra):
         return {"name": name, "size": size, "unit": unit, "measured": measured, "baseline": baseline,
-                "value": value, "ratio": ratio}
+                "value": value, "ratio": ratio, **extra}
 
     def rows(ns, nodes, threads_ratio):
-        return [row("chain", f"{nodes:,} nodes", "ns/node (own graph)", "replay", "eager backward", ns, 1.0),
+        return [row("chain", f"{nodes:,} nodes", "ns/node (own graph)", "replay", "eager backward", ns, 1.0,
+                    nodes=nodes),
                 row("chain", f"{nodes:,} nodes", "ns/node (own graph)", "replay", "eager build+backward", ns,
-                    9.0),
+                    9.0, nodes=nodes),
                 row("fg.vmap moons loss", "10,000 samples", "ms / call", "threads=2", "threads=1", 1.0,
                     threads_ratio)]
 

@@ -350,9 +350,8 @@ def compiled_targets(rows: list[dict[str, Any]]) -> list[str]:
     of a tape of 10^6 nodes or more at most 4 ns per node, fg.vmap on 2 threads at least 1.7x one."""
     lines = []
     for r in rows:
-        if r["unit"].startswith("ns/node") and r["baseline"] == "eager backward":
-            nodes = int(r["size"].split()[0].replace(",", ""))
-            if nodes >= 10 ** 6:
+        if r.get("nodes") is not None and r["baseline"] == "eager backward":
+            if r["nodes"] >= 10 ** 6:
                 lines.append(_target("fg.compile replay <= 4 ns/node on a 10^6-node tape",
                                      f"{r['value']:.1f}", r["value"] <= 4))
         elif r["name"].startswith("fg.vmap") and r["measured"] == "threads=2":

@@ -410,7 +410,7 @@ def run_all(quick=False):
 # Rows of their own (``compiled_markdown_table``): each compares one measurement with a baseline of the same
 # engine, under the GC policy and with the GC off:
 #   {"name", "size", "unit", "measured", "value", "baseline", "baseline_value", "ratio" (baseline / value),
-#    "gc_off": {"value", "baseline_value", "ratio"}}
+#    "gc_off": {"value", "baseline_value", "ratio"}}, and the replay rows' "nodes" (the tape's)
 
 REPLAY_FACTOR, REPLAY_STEP = 0.9999999, 1e-7
 
@@ -423,14 +423,14 @@ def _affine_chain(x, n_nodes):
     return y
 
 
-def _compiled_row(name, size, unit, measured, baseline, values):
-    """``values``: {gc_enabled: (value, baseline value)}."""
+def _compiled_row(name, size, unit, measured, baseline, values, **extra):
+    """``values``: {gc_enabled: (value, baseline value)}; ``extra``: more fields of the row."""
     def figures(gc_enabled):
         value, base = values[gc_enabled]
         return {"value": value, "baseline_value": base, "ratio": base / value}
 
     return {"name": name, "size": size, "unit": unit, "measured": measured, "baseline": baseline,
-            **figures(True), "gc_off": figures(False)}
+            **figures(True), "gc_off": figures(False), **extra}
 
 
 def compiled_replay(n_nodes=10 ** 6, repeats=5):
@@ -482,7 +482,7 @@ def compiled_replay(n_nodes=10 ** 6, repeats=5):
     size = f"{tape_nodes:,} nodes"
     name = "chain y·0.9999999 + 1e-7"
     return [_compiled_row(name, size, NS_PER_NODE, "fg.compile replay, forward + backward", f"eager {phase}",
-                          {g: (v, base[phase]) for g, (v, base) in values.items()})
+                          {g: (v, base[phase]) for g, (v, base) in values.items()}, nodes=tape_nodes)
             for phase in ("backward", "build+backward")]
 
 
